@@ -1,0 +1,400 @@
+/* dispatch — see dispatch.h for the policy. All state changes of an op
+ * happen on the client thread: the transfer callbacks and the timers run
+ * there, and dispatch_start hands the first step to it with client_defer. */
+#include "dispatch.h"
+
+#include "crypto.h"
+#include "log.h"
+
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct provider_stats {
+    atomic_ullong calls[AGAPE_OUTCOME_COUNT];
+    atomic_ullong retries;
+    atomic_ullong failovers;
+};
+
+struct dispatch_op {
+    struct client *cl;
+    struct dispatch_policy pol;
+    char op_name[24];
+    json_t *input;
+    struct provider *chain[DISPATCH_MAX_CHAIN];
+    size_t n;
+    size_t idx;         /* provider being tried */
+    int tries;          /* attempts on chain[idx] */
+    char idem_base[160];
+    bool money;
+    dispatch_done_fn done;
+    void *arg;
+
+    int64_t started_ms;
+    int64_t deadline;   /* monotonic ms */
+    int64_t attempt_started_ms;
+    bool call_live;     /* hc initialised */
+    struct host_call hc;
+    struct client_xfer xfer;
+    int last_http_status;
+    struct dispatch_outcome out;
+};
+
+static const char *outcome_names[AGAPE_OUTCOME_COUNT] = {
+    "ok", "declined", "invalid", "auth", "rate_limited", "unavailable", "unknown",
+};
+
+const char *dispatch_outcome_name(enum agape_outcome o)
+{
+    return (unsigned)o < AGAPE_OUTCOME_COUNT ? outcome_names[o] : "unknown";
+}
+
+int dispatch_attach(struct registry *r)
+{
+    for (size_t i = 0; i < r->n_providers; i++) {
+        if (r->providers[i]->policy == NULL) {
+            struct provider_stats *st = calloc(1, sizeof(*st));
+            if (st == NULL) {
+                return AGAPE_ENOMEM;
+            }
+            r->providers[i]->policy = st;
+        }
+    }
+    return AGAPE_OK;
+}
+
+void dispatch_detach(struct registry *r)
+{
+    for (size_t i = 0; r && i < r->n_providers; i++) {
+        free(r->providers[i]->policy);
+        r->providers[i]->policy = NULL;
+    }
+}
+
+void dispatch_provider_stats(const struct provider *p, struct dispatch_stats *out)
+{
+    memset(out, 0, sizeof(*out));
+    struct provider_stats *st = p->policy;
+    if (st == NULL) {
+        return;
+    }
+    for (int i = 0; i < AGAPE_OUTCOME_COUNT; i++) {
+        out->calls[i] = atomic_load(&st->calls[i]);
+    }
+    out->retries = atomic_load(&st->retries);
+    out->failovers = atomic_load(&st->failovers);
+}
+
+agape_step_fn dispatch_find_op(const struct provider *p, const char *op)
+{
+    const struct agape_plugin *d = p->plugin->desc;
+    if (d->payment) {
+        if (strcmp(op, "charge") == 0) {
+            return d->payment->charge;
+        }
+        if (strcmp(op, "get") == 0) {
+            return d->payment->get;
+        }
+        if (strcmp(op, "capture") == 0) {
+            return d->payment->capture;
+        }
+        if (strcmp(op, "refund") == 0) {
+            return d->payment->refund;
+        }
+    }
+    if (d->messaging) {
+        if (strcmp(op, "send_email") == 0) {
+            return d->messaging->send_email;
+        }
+        if (strcmp(op, "send_sms") == 0) {
+            return d->messaging->send_sms;
+        }
+    }
+    if (d->analytics && strcmp(op, "track_batch") == 0) {
+        return d->analytics->track_batch;
+    }
+    if (d->monitoring) {
+        if (strcmp(op, "report_error") == 0) {
+            return d->monitoring->report_error;
+        }
+        if (strcmp(op, "send_metrics") == 0) {
+            return d->monitoring->send_metrics;
+        }
+    }
+    return NULL;
+}
+
+void dispatch_idem_key(const char *base, const char *provider, char out[64])
+{
+    unsigned char md[32];
+    char hex[41];
+    struct agape_buf b;
+    buf_init(&b, 1024);
+    buf_printf(&b, "%s|%s", base, provider);
+    crypto_sha256(buf_cstr(&b), b.len, md);
+    buf_fini(&b);
+    crypto_hex(md, 20, hex);
+    snprintf(out, 64, "agape-%s", hex);
+}
+
+/* Full jitter: a uniform delay in [0, min(max, base * 2^n)]. */
+static int64_t backoff_ms(const struct dispatch_policy *pol, int n)
+{
+    int64_t cap = pol->backoff_base_ms;
+    for (int i = 0; i < n && cap < pol->backoff_max_ms; i++) {
+        cap *= 2;
+    }
+    if (cap > pol->backoff_max_ms) {
+        cap = pol->backoff_max_ms;
+    }
+    uint32_t r = 0;
+    if (cap <= 0 || crypto_random(&r, sizeof(r)) != AGAPE_OK) {
+        return cap > 0 ? cap / 2 : 0;
+    }
+    return (int64_t)(r % (uint64_t)(cap + 1));
+}
+
+static void run_step(struct dispatch_op *op);
+static void start_attempt(struct dispatch_op *op);
+
+static void finish(struct dispatch_op *op)
+{
+    op->done(op, op->arg);
+}
+
+static void end_call(struct dispatch_op *op)
+{
+    if (op->call_live) {
+        host_call_fini(&op->hc);
+        op->call_live = false;
+    }
+}
+
+static void start_timer_cb(void *arg, bool cancelled)
+{
+    struct dispatch_op *op = arg;
+    if (cancelled) {
+        /* Shutting down before the attempt started: nothing was sent. */
+        op->out.outcome = AGAPE_OUTCOME_UNAVAILABLE;
+        snprintf(op->out.err, sizeof(op->out.err), "gateway shutting down");
+        finish(op);
+        return;
+    }
+    start_attempt(op);
+}
+
+/* Decide what follows an attempt that ended with `o`. */
+static void after_attempt(struct dispatch_op *op, enum agape_outcome o)
+{
+    struct provider *p = op->chain[op->idx];
+    struct provider_stats *st = p->policy;
+    int64_t now = client_mono_ms();
+    int64_t latency = now - op->attempt_started_ms;
+
+    json_t *a = json_object();
+    json_object_set_new(a, "provider", json_string(p->name));
+    json_object_set_new(a, "outcome", json_string(dispatch_outcome_name(o)));
+    json_object_set_new(a, "http_status",
+                        op->last_http_status ? json_integer(op->last_http_status) : json_null());
+    json_object_set_new(a, "latency_ms", json_integer(latency));
+    if (o != AGAPE_OUTCOME_OK && op->hc.pub.err[0]) {
+        json_object_set_new(a, "error", json_string(op->hc.pub.err));
+    }
+    json_array_append_new(op->out.attempts, a);
+    if (st) {
+        atomic_fetch_add(&st->calls[o], 1);
+    }
+    log_event(o == AGAPE_OUTCOME_OK ? AGAPE_LOG_INFO : AGAPE_LOG_WARN,
+              &(struct log_fields){.provider = p->name, .operation = op->op_name,
+                                   .outcome = dispatch_outcome_name(o),
+                                   .status = op->last_http_status,
+                                   .latency_ms = (double)latency},
+              "provider call %s", op->hc.pub.err[0] ? op->hc.pub.err : "done");
+
+    op->out.outcome = o;
+    op->out.provider = p;
+    snprintf(op->out.err, sizeof(op->out.err), "%s", op->hc.pub.err);
+    json_decref(op->out.result);
+    op->out.result = json_incref(op->hc.result);
+    int64_t retry_after = op->hc.pub.retry_after_ms;
+    end_call(op);
+
+    bool retry_same = false;
+    bool fail_over = false;
+    switch (o) {
+    case AGAPE_OUTCOME_OK:
+    case AGAPE_OUTCOME_DECLINED:
+    case AGAPE_OUTCOME_INVALID:
+    case AGAPE_OUTCOME_COUNT:
+        break;
+    case AGAPE_OUTCOME_AUTH:
+        fail_over = true;
+        break;
+    case AGAPE_OUTCOME_UNKNOWN:
+        if (op->money) {
+            op->out.moves_money_unknown = true;
+            break;
+        }
+        retry_same = true;
+        fail_over = true;
+        break;
+    case AGAPE_OUTCOME_RATE_LIMITED:
+    case AGAPE_OUTCOME_UNAVAILABLE:
+        retry_same = true;
+        fail_over = true;
+        break;
+    }
+
+    if (retry_same && op->tries <= op->pol.max_retries) {
+        int64_t wait = backoff_ms(&op->pol, op->tries - 1);
+        if (retry_after > wait) {
+            wait = retry_after;
+        }
+        /* Only if the wait leaves time for an attempt inside the deadline. */
+        if (now + wait + 50 < op->deadline) {
+            if (st) {
+                atomic_fetch_add(&st->retries, 1);
+            }
+            client_defer(op->cl, wait, start_timer_cb, op);
+            return;
+        }
+    }
+    if (fail_over && op->idx + 1 < op->n && now + 50 < op->deadline) {
+        if (st) {
+            atomic_fetch_add(&st->failovers, 1);
+        }
+        op->idx++;
+        op->tries = 0;
+        start_attempt(op);
+        return;
+    }
+    finish(op);
+}
+
+static void delayed_done_cb(void *arg, bool cancelled)
+{
+    struct dispatch_op *op = arg;
+    (void)cancelled; /* the result is already known; report it either way */
+    after_attempt(op, op->hc.pub.outcome);
+}
+
+static void xfer_done(struct client_xfer *x, void *arg)
+{
+    struct dispatch_op *op = arg;
+    switch (x->result) {
+    case CLIENT_DONE:
+        op->last_http_status = x->status;
+        host_call_answer(&op->hc);
+        run_step(op);
+        return;
+    case CLIENT_NOT_SENT:
+        snprintf(op->hc.pub.err, sizeof(op->hc.pub.err), "not sent: %.200s", x->err);
+        after_attempt(op, AGAPE_OUTCOME_UNAVAILABLE);
+        return;
+    case CLIENT_NO_ANSWER:
+        snprintf(op->hc.pub.err, sizeof(op->hc.pub.err), "no answer: %.200s", x->err);
+        after_attempt(op, AGAPE_OUTCOME_UNKNOWN);
+        return;
+    }
+}
+
+static void run_step(struct dispatch_op *op)
+{
+    agape_step_fn fn = dispatch_find_op(op->chain[op->idx], op->op_name);
+    enum agape_step s = host_call_step(&op->hc, fn);
+    if (s == AGAPE_STEP_SEND) {
+        int64_t left = op->deadline - client_mono_ms();
+        if (left < 1) {
+            left = 1;
+        }
+        op->xfer.timeout_ms = op->pol.attempt_timeout_ms < left ? op->pol.attempt_timeout_ms : left;
+        op->xfer.connect_timeout_ms =
+            op->pol.connect_timeout_ms < op->xfer.timeout_ms ? op->pol.connect_timeout_ms
+                                                             : op->xfer.timeout_ms;
+        op->xfer.done = xfer_done;
+        op->xfer.arg = op;
+        client_submit(op->cl, &op->xfer, 0);
+        return;
+    }
+    if (s == AGAPE_STEP_DONE && op->hc.pub.delay_ms > 0) {
+        client_defer(op->cl, op->hc.pub.delay_ms, delayed_done_cb, op);
+        return;
+    }
+    after_attempt(op, op->hc.pub.outcome);
+}
+
+static void start_attempt(struct dispatch_op *op)
+{
+    struct provider *p = op->chain[op->idx];
+    char key[64];
+    dispatch_idem_key(op->idem_base, p->name, key);
+    json_t *input = json_deep_copy(op->input);
+    if (input == NULL) {
+        op->out.outcome = AGAPE_OUTCOME_UNAVAILABLE;
+        snprintf(op->out.err, sizeof(op->out.err), "out of memory");
+        finish(op);
+        return;
+    }
+    json_object_set_new(input, "idempotency_key", json_string(key));
+    op->tries++;
+    op->last_http_status = 0;
+    op->attempt_started_ms = client_mono_ms();
+    client_xfer_reset(&op->xfer);
+    host_call_init(&op->hc, p, op->op_name, input, &op->xfer);
+    json_decref(input);
+    op->call_live = true;
+    if (dispatch_find_op(p, op->op_name) == NULL) {
+        snprintf(op->hc.pub.err, sizeof(op->hc.pub.err), "provider %s does not support %s",
+                 p->name, op->op_name);
+        after_attempt(op, AGAPE_OUTCOME_INVALID);
+        return;
+    }
+    run_step(op);
+}
+
+struct dispatch_op *dispatch_start(struct client *cl, const struct dispatch_policy *pol,
+                                   const char *op_name, json_t *input, struct provider **chain,
+                                   size_t n, const char *idem_base, bool money,
+                                   dispatch_done_fn done, void *arg)
+{
+    struct dispatch_op *op = calloc(1, sizeof(*op));
+    if (op == NULL || n == 0) {
+        free(op);
+        return NULL;
+    }
+    op->cl = cl;
+    op->pol = *pol;
+    snprintf(op->op_name, sizeof(op->op_name), "%s", op_name);
+    op->input = json_incref(input);
+    op->n = n > DISPATCH_MAX_CHAIN ? DISPATCH_MAX_CHAIN : n;
+    memcpy(op->chain, chain, op->n * sizeof(chain[0]));
+    snprintf(op->idem_base, sizeof(op->idem_base), "%s", idem_base);
+    op->money = money;
+    op->done = done;
+    op->arg = arg;
+    op->started_ms = client_mono_ms();
+    op->deadline = op->started_ms + pol->deadline_ms;
+    op->out.attempts = json_array();
+    op->out.outcome = AGAPE_OUTCOME_UNAVAILABLE;
+    client_xfer_init(&op->xfer);
+    client_defer(cl, 0, start_timer_cb, op);
+    return op;
+}
+
+const struct dispatch_outcome *dispatch_result(const struct dispatch_op *op)
+{
+    return &op->out;
+}
+
+void dispatch_free(struct dispatch_op *op)
+{
+    if (op == NULL) {
+        return;
+    }
+    end_call(op);
+    client_xfer_reset(&op->xfer);
+    json_decref(op->input);
+    json_decref(op->out.result);
+    json_decref(op->out.attempts);
+    free(op);
+}
