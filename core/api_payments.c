@@ -18,6 +18,7 @@
 #include "crypto.h"
 #include "currency.h"
 #include "log.h"
+#include "store_keys.h"
 
 #include <inttypes.h>
 #include <pthread.h>
@@ -378,6 +379,16 @@ static void charge_done(struct httpd_req *r)
     }
     struct store_batch *b = store_batch_new();
     record_put(b, rec);
+    if (ref && o->provider) {
+        /* Webhooks name payments by the provider's reference. */
+        uint8_t k[STORE_KEY_MAX];
+        size_t kl = 0;
+        char scope[80];
+        snprintf(scope, sizeof(scope), "pref:%s", o->provider->name);
+        if (store_key_pair(k, sizeof(k), scope, ref, &kl) == AGAPE_OK) {
+            store_batch_put(b, STORE_META, k, kl, pid, strlen(pid));
+        }
+    }
     commit_and_answer(r, w, b, pid);
 }
 
