@@ -140,6 +140,10 @@ void client_xfer_reset(struct client_xfer *x)
     free(x->url);
     free(x->body);
     free(x->userpwd);
+    free(x->mail_from);
+    for (int i = 0; i < x->n_mail_rcpt; i++) {
+        free(x->mail_rcpt[i]);
+    }
     free_headers(x->req_headers, &x->n_req_headers);
     free_headers(x->resp_headers, &x->n_resp_headers);
     buf_fini(&x->resp_body);

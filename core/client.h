@@ -20,6 +20,7 @@
 #include <stdint.h>
 
 #define CLIENT_MAX_HEADERS 32
+#define CLIENT_MAX_RCPT 16
 #define CLIENT_BODY_MAX ((size_t)1 << 20)  /* a provider answer over 1 MiB is refused */
 
 enum client_result {
@@ -47,7 +48,11 @@ struct client_xfer {
     int n_req_headers;
     char *body;                     /* owned; may be NULL */
     size_t body_len;
-    char *userpwd;                  /* owned; "user:password" for Basic, or NULL */
+    char *userpwd;                  /* owned; "user:password" for Basic (or SMTP AUTH) */
+    char *mail_from;                /* owned; SMTP envelope sender (smtp:// URLs only) */
+    char *mail_rcpt[CLIENT_MAX_RCPT]; /* owned; SMTP envelope recipients */
+    int n_mail_rcpt;
+    bool mail_require_tls;          /* STARTTLS required on smtp:// */
     int64_t connect_timeout_ms;     /* 0: 2000 */
     int64_t timeout_ms;             /* total; 0: 10000 */
     client_done_fn done;

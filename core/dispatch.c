@@ -110,6 +110,17 @@ agape_step_fn dispatch_find_op(const struct provider *p, const char *op)
             return d->messaging->send_sms;
         }
     }
+    if (d->auth) {
+        if (strcmp(op, "authorize_url") == 0) {
+            return d->auth->authorize_url;
+        }
+        if (strcmp(op, "exchange_code") == 0) {
+            return d->auth->exchange_code;
+        }
+        if (strcmp(op, "verify_id_token") == 0) {
+            return d->auth->verify_id_token;
+        }
+    }
     if (d->analytics && strcmp(op, "track_batch") == 0) {
         return d->analytics->track_batch;
     }

@@ -17,6 +17,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <zlib.h>
 #include <strings.h>
 #include <time.h>
 
@@ -487,6 +488,14 @@ static void request_clear(struct client_xfer *x)
     x->body_len = 0;
     free_secret(x->userpwd);
     x->userpwd = NULL;
+    free(x->mail_from);
+    x->mail_from = NULL;
+    for (int i = 0; i < x->n_mail_rcpt; i++) {
+        free(x->mail_rcpt[i]);
+        x->mail_rcpt[i] = NULL;
+    }
+    x->n_mail_rcpt = 0;
+    x->mail_require_tls = false;
     x->method[0] = '\0';
 }
 
@@ -760,6 +769,102 @@ out:
     return rc;
 }
 
+/* An address for the SMTP envelope: printable, no spaces or angle brackets
+ * (libcurl adds the brackets), at most 320 bytes. */
+static bool mail_addr_ok(const char *a)
+{
+    size_t n = a ? strlen(a) : 0;
+    if (n == 0 || n > 320) {
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        unsigned char c = (unsigned char)a[i];
+        if (c <= 0x20 || c == 0x7f || c == '<' || c == '>') {
+            return false;
+        }
+    }
+    return true;
+}
+
+static int host_req_mail(struct agape_call *call, const char *from, const char *const *rcpts,
+                         size_t n_rcpts, bool require_tls)
+{
+    if (call == NULL || hcall(call)->xfer == NULL || !hcall(call)->request_built) {
+        return AGAPE_EINVAL;
+    }
+    struct client_xfer *x = hcall(call)->xfer;
+    if (!mail_addr_ok(from) || n_rcpts == 0 || n_rcpts > CLIENT_MAX_RCPT) {
+        return AGAPE_EINVAL;
+    }
+    for (size_t i = 0; i < n_rcpts; i++) {
+        if (!mail_addr_ok(rcpts[i])) {
+            return AGAPE_EINVAL;
+        }
+    }
+    free(x->mail_from);
+    x->mail_from = strdup(from);
+    for (int i = 0; i < x->n_mail_rcpt; i++) {
+        free(x->mail_rcpt[i]);
+    }
+    x->n_mail_rcpt = 0;
+    if (x->mail_from == NULL) {
+        return AGAPE_ENOMEM;
+    }
+    for (size_t i = 0; i < n_rcpts; i++) {
+        x->mail_rcpt[i] = strdup(rcpts[i]);
+        if (x->mail_rcpt[i] == NULL) {
+            return AGAPE_ENOMEM;
+        }
+        x->n_mail_rcpt++;
+    }
+    x->mail_require_tls = require_tls;
+    return AGAPE_OK;
+}
+
+static int host_gzip(struct agape_buf *out, const void *data, size_t len)
+{
+    if (out == NULL || (data == NULL && len > 0)) {
+        return AGAPE_EINVAL;
+    }
+    z_stream zs;
+    memset(&zs, 0, sizeof(zs));
+    /* windowBits 15 + 16: a gzip header and trailer rather than zlib's */
+    if (deflateInit2(&zs, Z_DEFAULT_COMPRESSION, Z_DEFLATED, 15 + 16, 8,
+                     Z_DEFAULT_STRATEGY) != Z_OK) {
+        return AGAPE_ENOMEM;
+    }
+    uLong bound = deflateBound(&zs, (uLong)len);
+    size_t start = out->len;
+    int rc = buf_add(out, NULL, 0);
+    if (rc == AGAPE_OK && bound > out->max - out->len) {
+        rc = AGAPE_ERANGE;
+    }
+    if (rc == AGAPE_OK) {
+        /* grow once to the bound, then deflate straight into the buffer */
+        char *tmp = malloc(bound);
+        if (tmp == NULL) {
+            rc = AGAPE_ENOMEM;
+        } else {
+            zs.next_in = (Bytef *)(uintptr_t)data;
+            zs.avail_in = (uInt)len;
+            zs.next_out = (Bytef *)tmp;
+            zs.avail_out = (uInt)bound;
+            if (deflate(&zs, Z_FINISH) != Z_STREAM_END) {
+                rc = AGAPE_ERROR;
+            } else {
+                rc = buf_add(out, tmp, bound - zs.avail_out);
+            }
+            free(tmp);
+        }
+    }
+    deflateEnd(&zs);
+    if (rc != AGAPE_OK && out->data) {
+        out->len = start;
+        out->data[start] = '\0';
+    }
+    return rc;
+}
+
 /* ---------------------------------------------------------------- */
 /* The table                                                        */
 
@@ -821,6 +926,8 @@ static const struct agape_host table = {
     .webhook_header = host_webhook_header,
     .cache_get = host_cache_get,
     .cache_put = host_cache_put,
+    .req_mail = host_req_mail,
+    .gzip = host_gzip,
 };
 
 const struct agape_host *host_table(void)

@@ -280,6 +280,17 @@ struct agape_host {
      * NULL when absent or expired. ttl_ms <= 0 removes the entry. */
     const char *(*cache_get)(struct agape_call *call, const char *key);
     int (*cache_put)(struct agape_call *call, const char *key, const char *value, int64_t ttl_ms);
+
+    /* ---- Mail (smtp:// and smtps:// request URLs). The envelope of the
+     * message whose RFC 5322 text (headers, blank line, body; CRLF line ends)
+     * is the request body; req_basic_auth gives the SMTP AUTH credentials.
+     * `require_tls` asks for STARTTLS on smtp:// (refused if the server
+     * lacks it). At most 16 recipients. */
+    int (*req_mail)(struct agape_call *call, const char *from, const char *const *rcpts,
+                    size_t n_rcpts, bool require_tls);
+
+    /* ---- Compression: gzip (RFC 1952) of `data`, appended to `out`. */
+    int (*gzip)(struct agape_buf *out, const void *data, size_t len);
 };
 
 /* ------------------------------------------------------------------ */
