@@ -18,7 +18,8 @@
 #include "crypto.h"
 #include "currency.h"
 #include "log.h"
-#include "store_keys.h"
+#include "payments.h"
+#include "reconcile.h"
 
 #include <inttypes.h>
 #include <pthread.h>
@@ -245,16 +246,6 @@ static json_t *record_load(struct httpd_req *r, const char *id)
     return rec;
 }
 
-static void record_put(struct store_batch *b, json_t *rec)
-{
-    const char *id = json_string_value(json_object_get(rec, "id"));
-    char *text = json_dumps(rec, JSON_COMPACT | JSON_PRESERVE_ORDER);
-    if (text && id) {
-        store_batch_put(b, STORE_PAYMENTS, id, strlen(id), text, strlen(text));
-    }
-    free(text);
-}
-
 /* The record as clients see it: internal members left out. */
 static json_t *record_public(json_t *rec)
 {
@@ -263,18 +254,6 @@ static json_t *record_public(json_t *rec)
     json_object_del(o, "api_key_id");
     json_object_del(o, "boot");
     return o;
-}
-
-static void set_str_or_null(json_t *o, const char *k, const char *v)
-{
-    json_object_set_new(o, k, v ? json_string(v) : json_null());
-}
-
-static void touch(json_t *rec)
-{
-    char now[32];
-    api_time_iso(client_wall_ms(), now);
-    json_object_set_new(rec, "updated_at", json_string(now));
 }
 
 /* Commit `b` (which holds the record) with the stored answer, then answer.
@@ -327,67 +306,33 @@ static void charge_done(struct httpd_req *r)
         return;
     }
     const struct dispatch_outcome *o = dispatch_result(w->op);
-    json_t *res = o->result;
-    json_object_set(rec, "attempts", o->attempts);
-    if (o->provider) {
-        json_object_set_new(rec, "provider", json_string(o->provider->name));
-    }
-    const char *ref = json_string_value(json_object_get(res, "provider_ref"));
-    if (ref) {
-        json_object_set_new(rec, "provider_ref", json_string(ref));
-    }
-    touch(rec);
-    const char *status = json_string_value(json_object_get(res, "status"));
-
-    switch (o->outcome) {
-    case AGAPE_OUTCOME_OK:
-        json_object_set_new(rec, "status", json_string(status ? status : "processing"));
-        set_str_or_null(rec, "client_secret",
-                        json_string_value(json_object_get(res, "client_secret")));
-        set_str_or_null(rec, "approval_url",
-                        json_string_value(json_object_get(res, "approval_url")));
-        if (json_object_get(res, "capture_ref")) {
-            json_object_set(rec, "capture_ref", json_object_get(res, "capture_ref"));
-        }
+    enum payments_verdict v = payments_apply(rec, o, false);
+    struct store_batch *b = store_batch_new();
+    switch (v) {
+    case PAYMENTS_DONE:
         answer_with_payment(r, 201, rec, NULL, NULL);
         break;
-    case AGAPE_OUTCOME_DECLINED:
-        json_object_set_new(rec, "status", json_string("failed"));
-        json_object_set(rec, "decline_code", json_object_get(res, "decline_code"));
+    case PAYMENTS_DECLINED:
         answer_with_payment(r, 402, rec, "declined",
                             o->err[0] ? o->err : "the provider declined the payment");
         break;
-    case AGAPE_OUTCOME_INVALID:
-        json_object_set_new(rec, "status", json_string("failed"));
+    case PAYMENTS_INVALID:
         answer_with_payment(r, 400, rec, "invalid_request",
                             o->err[0] ? o->err : "the provider refused the request");
         break;
-    case AGAPE_OUTCOME_UNKNOWN:
-        if (o->moves_money_unknown) {
-            /* Sent, no answer: it may have been charged. It stays with this
-             * provider, `processing`, until reconciled. */
-            json_object_set_new(rec, "status", json_string("processing"));
-            answer_with_payment(r, 201, rec, NULL, NULL);
-            break;
-        }
-        /* fall through */
-    default:
-        json_object_set_new(rec, "status", json_string("failed"));
+    case PAYMENTS_PENDING:
+        answer_with_payment(r, 201, rec, NULL, NULL);
+        break;
+    case PAYMENTS_FAILED:
         answer_with_payment(r, 502, rec, "provider_unavailable",
                             "every provider in the chain failed; nothing was charged");
         break;
     }
-    struct store_batch *b = store_batch_new();
-    record_put(b, rec);
-    if (ref && o->provider) {
-        /* Webhooks name payments by the provider's reference. */
-        uint8_t k[STORE_KEY_MAX];
-        size_t kl = 0;
-        char scope[80];
-        snprintf(scope, sizeof(scope), "pref:%s", o->provider->name);
-        if (store_key_pair(k, sizeof(k), scope, ref, &kl) == AGAPE_OK) {
-            store_batch_put(b, STORE_META, k, kl, pid, strlen(pid));
-        }
+    payments_put(b, rec);
+    if (v == PAYMENTS_PENDING) {
+        reconcile_schedule(b, pid, 1000, 0);
+    } else {
+        reconcile_clear(b, pid);
     }
     commit_and_answer(r, w, b, pid);
 }
@@ -528,6 +473,12 @@ void api_payments_create(struct httpd_req *r)
         return;
     }
     json_object_set_new(rec, "refunds", json_array());
+    if (json_object_get(in, "return_url")) {
+        json_object_set(rec, "return_url", json_object_get(in, "return_url"));
+    }
+    if (json_object_get(in, "cancel_url")) {
+        json_object_set(rec, "cancel_url", json_object_get(in, "cancel_url"));
+    }
     json_object_set_new(rec, "api_key_id", json_string(r->key.id));
     char base[96];
     snprintf(base, sizeof(base), "%s", w->idem.present ? w->idem.base : pid);
@@ -535,8 +486,11 @@ void api_payments_create(struct httpd_req *r)
     w->record = rec;
 
     struct store_batch *b = store_batch_new();
-    record_put(b, rec);
+    payments_put(b, rec);
     idem_begin(r, &w->idem, b, pid);
+    /* If this process dies mid-call, the reconciler finds out what happened
+     * once the payment's deadline has surely passed. */
+    reconcile_schedule(b, pid, r->app->payment_policy.deadline_ms + 5000, 0);
     int rc = store_commit(r->app->store, b);
     if (rc == AGAPE_EEXIST) {
         /* A concurrent request with the same key got there first. */
@@ -553,17 +507,7 @@ void api_payments_create(struct httpd_req *r)
         return;
     }
 
-    json_t *input = json_pack("{s:s, s:O, s:O}", "payment_id", pid, "amount",
-                              json_object_get(in, "amount"), "currency",
-                              json_object_get(in, "currency"));
-    static const char *pass[] = {"description", "customer", "metadata", "return_url",
-                                 "cancel_url", NULL};
-    for (int i = 0; pass[i]; i++) {
-        json_t *v = json_object_get(in, pass[i]);
-        if (v && !json_is_null(v)) {
-            json_object_set(input, pass[i], v);
-        }
-    }
+    json_t *input = payments_charge_input(rec);
     json_decref(in);
     httpd_suspend(r, charge_done);
     w->op = dispatch_start(r->app->client, &r->app->payment_policy, "charge", input, chain, n,
@@ -693,7 +637,7 @@ static void refund_done(struct httpd_req *r)
         break;
     }
     json_array_append(json_object_get(rec, "refunds"), rf);
-    touch(rec);
+    payments_touch(rec);
     if (etype) {
         json_t *e = json_pack("{s:s, s:s, s:s}", "type", etype, "message",
                               emsg && emsg[0] ? emsg : etype, "request_id", r->id);
@@ -702,7 +646,7 @@ static void refund_done(struct httpd_req *r)
         httpd_reply_json(r, http, json_incref(rf));
     }
     struct store_batch *b = store_batch_new();
-    record_put(b, rec);
+    payments_put(b, rec);
     commit_and_answer(r, w, b, pid);
 }
 
@@ -811,7 +755,7 @@ static void capture_done(struct httpd_req *r)
     json_array_foreach(o->attempts, i, v) {
         json_array_append(att, v);
     }
-    touch(rec);
+    payments_touch(rec);
     const char *st = json_string_value(json_object_get(o->result, "status"));
     switch (o->outcome) {
     case AGAPE_OUTCOME_OK:
@@ -838,7 +782,7 @@ static void capture_done(struct httpd_req *r)
         break;
     }
     struct store_batch *b = store_batch_new();
-    record_put(b, rec);
+    payments_put(b, rec);
     commit_and_answer(r, w, b, pid);
 }
 

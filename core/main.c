@@ -4,6 +4,7 @@
 #include "crypto.h"
 #include "httpd.h"
 #include "log.h"
+#include "reconcile.h"
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -265,6 +266,7 @@ static int cmd_run(const char *path)
 
     struct app app;
     memset(&app, 0, sizeof(app));
+    struct reconciler *recon = NULL;
     int ret = 1;
     char err[1024];
     app.conf = load_conf_or_die(path);
@@ -314,6 +316,10 @@ static int cmd_run(const char *path)
         log_error("%s", err);
         goto out;
     }
+    if (reconcile_start(&app, &recon) != AGAPE_OK) {
+        log_error("the reconciler could not start");
+        goto out;
+    }
     atomic_store(&app.ready, true);
     log_info("agape %s listening on %s:%d (data %s, %zu providers)", AGAPE_VERSION,
              c->listen_host, c->listen_port, c->data_dir, app.reg->n_providers);
@@ -346,6 +352,7 @@ out:
             log_warn("calls still in flight after the grace period; cancelling them");
         }
     }
+    reconcile_stop(recon);
     client_destroy(app.client);
     if (app.httpd) {
         wait_idle(app.httpd, 5000);

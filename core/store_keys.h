@@ -33,6 +33,12 @@
  *                  live (not revoked) key with that name; inserted with the key and
  *                  deleted on revoke, in the same batch, so names of live keys are
  *                  unique even across processes.
+ *                  "pref:<provider>" | 0x00 | provider reference (S) → payment id (S):
+ *                  finds a payment from a provider's webhook; written with the outcome.
+ *                  "recon:" payment id (S) → JSON {"due": ms, "tries": n}: a payment
+ *                  whose outcome is not known yet. Written in the same batch as the
+ *                  payment's first record (due after the payment deadline, so a crash
+ *                  mid-call leaves it to the reconciler), deleted with the final outcome.
  */
 #ifndef AGAPE_STORE_KEYS_H
 #define AGAPE_STORE_KEYS_H
@@ -47,6 +53,8 @@
 
 /* meta: the name-index prefix of live API keys (followed by 0x00 | name). */
 #define STORE_META_APIKEY_NAME "apikeys.name"
+/* meta: payments waiting for reconciliation (followed by the payment id). */
+#define STORE_META_RECON "recon:"
 
 /* Write v as 8 big-endian bytes. */
 static inline void store_key_be64(uint8_t out[8], uint64_t v)
