@@ -1,8 +1,11 @@
 /* api — the route table, and the operations endpoints (health, readiness,
  * providers, reload). */
 #include "api.h"
+#include "auth.h"
 
+#include "breaker.h"
 #include "log.h"
+#include "metrics.h"
 
 #include <stdio.h>
 #include <string.h>
@@ -43,6 +46,8 @@ static void providers_list(struct httpd_req *r)
         char kinds[128];
         plugins_kinds_str(p->plugin->desc->kinds, kinds, sizeof(kinds));
         struct dispatch_stats st;
+        struct breaker_snapshot snap;
+        memset(&snap, 0, sizeof(snap));
         dispatch_provider_stats(p, &st);
         json_t *outcomes = json_object();
         for (int o = 0; o < AGAPE_OUTCOME_COUNT; o++) {
@@ -51,15 +56,35 @@ static void providers_list(struct httpd_req *r)
         }
         json_t *e = json_pack("{s:s, s:s, s:s, s:s, s:b, s:s, s:o, s:I, s:I}", "name", p->name,
                               "plugin", p->plugin->name, "version", p->plugin->desc->version,
-                              "kinds", kinds, "usable", p->usable, "circuit", "closed",
+                              "kinds", kinds, "usable", p->usable, "circuit",
+                              dispatch_circuit(p, &snap),
                               "outcomes", outcomes, "retries", (json_int_t)st.retries,
                               "failovers", (json_int_t)st.failovers);
+        json_object_set_new(e, "inflight", json_integer(st.inflight));
+        json_object_set_new(e, "short_circuits", json_integer((json_int_t)st.short_circuits));
+        json_object_set_new(e, "window",
+                            json_pack("{s:i, s:i, s:i}", "calls", snap.window_calls, "failures",
+                                      snap.window_failures, "consecutive_failures",
+                                      snap.consecutive_failures));
+        json_object_set_new(e, "max_inflight", json_integer(st.max_inflight));
         if (!p->usable) {
             json_object_set_new(e, "reason", json_string(p->why));
         }
         json_array_append_new(arr, e);
     }
     httpd_reply_json(r, 200, json_pack("{s:o}", "providers", arr));
+}
+
+static void metrics_page(struct httpd_req *r)
+{
+    struct agape_buf b;
+    buf_init(&b, 8 << 20);
+    if (metrics_render(&b) != AGAPE_OK) {
+        httpd_reply_error(r, 500, "internal", NULL, "metrics could not be rendered");
+    } else {
+        httpd_reply_raw(r, 200, buf_cstr(&b), b.len);
+    }
+    buf_fini(&b);
 }
 
 static void admin_reload(struct httpd_req *r)
@@ -128,6 +153,11 @@ void api_route(struct httpd_req *r)
     if (strcmp(p, "/readyz") == 0 && get) {
         set_route(r, "/readyz");
         readyz(r);
+        return;
+    }
+    if (strcmp(p, "/metrics") == 0 && get) {
+        set_route(r, "/metrics");
+        metrics_page(r);
         return;
     }
     if (strncmp(p, "/v1/", 4) == 0 && atomic_load(&r->app->draining)) {

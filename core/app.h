@@ -15,6 +15,7 @@
 #include <stdbool.h>
 
 struct httpd;
+struct ratelimit;
 
 struct app {
     struct conf *conf;
@@ -24,6 +25,7 @@ struct app {
     struct client *client;
     struct httpd *httpd;
     struct dispatch_policy payment_policy;
+    struct ratelimit *ratelimit; /* per API key; NULL: unlimited */
     char boot_id[40];        /* random per process start: tells this run's work from a
                                 previous run's */
     atomic_bool ready;       /* store open, plugins loaded, scripts compiled */

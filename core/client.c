@@ -105,6 +105,13 @@ static int64_t mono_us(void)
     return clock_us(CLOCK_MONOTONIC);
 }
 
+int64_t client_mono_us(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000 + ts.tv_nsec / 1000;
+}
+
 int64_t client_mono_ms(void)
 {
     return mono_us() / 1000;

@@ -103,6 +103,7 @@ int client_inflight(struct client *c);
 
 /* Monotonic and wall clocks in ms, used across the core. */
 int64_t client_mono_ms(void);
+int64_t client_mono_us(void);
 int64_t client_wall_ms(void);
 
 #endif

@@ -3,8 +3,10 @@
  * there, and dispatch_start hands the first step to it with client_defer. */
 #include "dispatch.h"
 
+#include "breaker.h"
 #include "crypto.h"
 #include "log.h"
+#include "metrics.h"
 
 #include <stdatomic.h>
 #include <stdlib.h>
@@ -14,7 +16,13 @@ struct provider_stats {
     atomic_ullong calls[AGAPE_OUTCOME_COUNT];
     atomic_ullong retries;
     atomic_ullong failovers;
+    atomic_ullong short_circuits; /* attempts refused by an open circuit */
+    atomic_int inflight;    /* attempts under way (the bulkhead) */
+    int max_inflight;       /* the provider's cap: max_inflight in its table */
+    struct breaker *breaker;
 };
+
+#define DISPATCH_DEFAULT_MAX_INFLIGHT 1024
 
 struct dispatch_op {
     struct client *cl;
@@ -34,6 +42,9 @@ struct dispatch_op {
     int64_t deadline;   /* monotonic ms */
     int64_t attempt_started_ms;
     bool call_live;     /* hc initialised */
+    bool holds_slot;    /* counted in the provider's in-flight */
+    bool refused_here;  /* the attempt was refused before sending (bulkhead,
+                           open circuit): fail over at once, no retry */
     struct host_call hc;
     struct client_xfer xfer;
     int last_http_status;
@@ -57,15 +68,64 @@ int dispatch_attach(struct registry *r)
             if (st == NULL) {
                 return AGAPE_ENOMEM;
             }
+            json_t *cap = json_object_get(r->providers[i]->conf, "max_inflight");
+            st->max_inflight = json_is_integer(cap) && json_integer_value(cap) > 0
+                                   ? (int)json_integer_value(cap)
+                                   : DISPATCH_DEFAULT_MAX_INFLIGHT;
+            struct breaker_config bc;
+            char err[AGAPE_ERR_SIZE];
+            if (breaker_config_from_json(&bc, r->providers[i]->conf, err, sizeof(err)) !=
+                AGAPE_OK) {
+                log_msg(AGAPE_LOG_WARN, r->providers[i]->name,
+                        "providers.%s.%s; using the default breaker settings",
+                        r->providers[i]->name, err);
+                bc = breaker_config_defaults();
+            }
+            st->breaker = breaker_create(r->providers[i]->name, &bc);
             r->providers[i]->policy = st;
+            if (st->breaker == NULL) {
+                return AGAPE_ENOMEM;
+            }
         }
     }
     return AGAPE_OK;
 }
 
+int dispatch_check_conf(const struct provider *p, char *err, size_t errlen)
+{
+    struct breaker_config bc;
+    char why[AGAPE_ERR_SIZE];
+    if (breaker_config_from_json(&bc, p->conf, why, sizeof(why)) != AGAPE_OK) {
+        snprintf(err, errlen, "providers.%s.%s", p->name, why);
+        return AGAPE_EINVAL;
+    }
+    json_t *cap = json_object_get(p->conf, "max_inflight");
+    if (cap && (!json_is_integer(cap) || json_integer_value(cap) < 1)) {
+        snprintf(err, errlen, "providers.%s.max_inflight: expected a positive integer", p->name);
+        return AGAPE_EINVAL;
+    }
+    return AGAPE_OK;
+}
+
+const char *dispatch_circuit(const struct provider *p, struct breaker_snapshot *snap)
+{
+    struct provider_stats *st = p->policy;
+    if (st == NULL || st->breaker == NULL) {
+        return "closed";
+    }
+    if (snap) {
+        breaker_snapshot(st->breaker, snap);
+    }
+    return breaker_state_name(breaker_state(st->breaker, client_mono_ms()));
+}
+
 void dispatch_detach(struct registry *r)
 {
     for (size_t i = 0; r && i < r->n_providers; i++) {
+        struct provider_stats *st = r->providers[i]->policy;
+        if (st) {
+            breaker_destroy(st->breaker);
+        }
         free(r->providers[i]->policy);
         r->providers[i]->policy = NULL;
     }
@@ -83,6 +143,9 @@ void dispatch_provider_stats(const struct provider *p, struct dispatch_stats *ou
     }
     out->retries = atomic_load(&st->retries);
     out->failovers = atomic_load(&st->failovers);
+    out->inflight = atomic_load(&st->inflight);
+    out->short_circuits = atomic_load(&st->short_circuits);
+    out->max_inflight = st->max_inflight;
 }
 
 agape_step_fn dispatch_find_op(const struct provider *p, const char *op)
@@ -202,6 +265,22 @@ static void after_attempt(struct dispatch_op *op, enum agape_outcome o)
     int64_t now = client_mono_ms();
     int64_t latency = now - op->attempt_started_ms;
 
+    bool local = op->refused_here;
+    if (st && op->holds_slot) {
+        atomic_fetch_sub(&st->inflight, 1);
+        /* What counts against the provider: no answer, or a "not now". */
+        bool failure = o == AGAPE_OUTCOME_UNAVAILABLE || o == AGAPE_OUTCOME_UNKNOWN ||
+                       o == AGAPE_OUTCOME_RATE_LIMITED || o == AGAPE_OUTCOME_AUTH;
+        breaker_record(st->breaker, failure, now);
+    }
+    op->holds_slot = false;
+    if (local) {
+        metrics_short_circuit(p->name);
+    } else {
+        metrics_provider_call(p->name, op->op_name, dispatch_outcome_name(o),
+                              (double)latency / 1000.0);
+    }
+
     json_t *a = json_object();
     json_object_set_new(a, "provider", json_string(p->name));
     json_object_set_new(a, "outcome", json_string(dispatch_outcome_name(o)));
@@ -212,8 +291,10 @@ static void after_attempt(struct dispatch_op *op, enum agape_outcome o)
         json_object_set_new(a, "error", json_string(op->hc.pub.err));
     }
     json_array_append_new(op->out.attempts, a);
-    if (st) {
+    if (st && !local) {
         atomic_fetch_add(&st->calls[o], 1);
+    } else if (st) {
+        atomic_fetch_add(&st->short_circuits, 1);
     }
     log_event(o == AGAPE_OUTCOME_OK ? AGAPE_LOG_INFO : AGAPE_LOG_WARN,
               &(struct log_fields){.provider = p->name, .operation = op->op_name,
@@ -256,6 +337,10 @@ static void after_attempt(struct dispatch_op *op, enum agape_outcome o)
         break;
     }
 
+    if (op->refused_here) {
+        retry_same = false;
+        op->refused_here = false;
+    }
     if (retry_same && op->tries <= op->pol.max_retries) {
         int64_t wait = backoff_ms(&op->pol, op->tries - 1);
         if (retry_after > wait) {
@@ -266,6 +351,7 @@ static void after_attempt(struct dispatch_op *op, enum agape_outcome o)
             if (st) {
                 atomic_fetch_add(&st->retries, 1);
             }
+            metrics_retry(p->name);
             client_defer(op->cl, wait, start_timer_cb, op);
             return;
         }
@@ -274,6 +360,7 @@ static void after_attempt(struct dispatch_op *op, enum agape_outcome o)
         if (st) {
             atomic_fetch_add(&st->failovers, 1);
         }
+        metrics_failover(p->name);
         op->idx++;
         op->tries = 0;
         start_attempt(op);
@@ -354,6 +441,32 @@ static void start_attempt(struct dispatch_op *op)
     host_call_init(&op->hc, p, op->op_name, input, &op->xfer);
     json_decref(input);
     op->call_live = true;
+    struct provider_stats *st = p->policy;
+    if (st) {
+        /* An open circuit: skip the provider at once, nothing is sent, so
+         * failing over is safe (an `unknown` money op never gets here: it
+         * ended the op). */
+        if (!breaker_allow(st->breaker, client_mono_ms())) {
+            snprintf(op->hc.pub.err, sizeof(op->hc.pub.err), "circuit open for %s", p->name);
+            op->refused_here = true;
+            after_attempt(op, AGAPE_OUTCOME_UNAVAILABLE);
+            return;
+        }
+        /* The bulkhead: a slow provider cannot take every connection. Over
+         * its cap the attempt is refused before anything is sent, so failing
+         * over is safe. */
+        if (atomic_fetch_add(&st->inflight, 1) >= st->max_inflight) {
+            atomic_fetch_sub(&st->inflight, 1);
+            breaker_cancel(st->breaker, client_mono_ms());
+            snprintf(op->hc.pub.err, sizeof(op->hc.pub.err),
+                     "%d calls already in flight to %s (max_inflight)", st->max_inflight,
+                     p->name);
+            op->refused_here = true;
+            after_attempt(op, AGAPE_OUTCOME_UNAVAILABLE);
+            return;
+        }
+        op->holds_slot = true;
+    }
     if (dispatch_find_op(p, op->op_name) == NULL) {
         snprintf(op->hc.pub.err, sizeof(op->hc.pub.err), "provider %s does not support %s",
                  p->name, op->op_name);

@@ -73,7 +73,17 @@ struct dispatch_stats {
     unsigned long long calls[AGAPE_OUTCOME_COUNT];
     unsigned long long retries;
     unsigned long long failovers;
+    unsigned long long short_circuits;
+    int inflight;
+    int max_inflight;
 };
+struct breaker_snapshot;
+/* The circuit state's name ("closed", "open", "half_open"), and its
+ * snapshot when `snap` is not NULL. Any thread. */
+const char *dispatch_circuit(const struct provider *p, struct breaker_snapshot *snap);
+/* Check a provider's policy settings (breaker table, max_inflight) for
+ * `agape validate`; err names the key. */
+int dispatch_check_conf(const struct provider *p, char *err, size_t errlen);
 void dispatch_provider_stats(const struct provider *p, struct dispatch_stats *out);
 /* Give every provider of the registry its counters (main thread, at start);
  * dispatch_detach frees them (main thread, at the end). */

@@ -13,6 +13,8 @@
 #include "api.h"
 #include "crypto.h"
 #include "log.h"
+#include "metrics.h"
+#include "ratelimit.h"
 
 #include <arpa/inet.h>
 #include <microhttpd.h>
@@ -171,6 +173,17 @@ bool httpd_auth(struct httpd_req *r, uint32_t scope)
         httpd_reply_error(r, 403, "forbidden", NULL, "this API key lacks the scope '%s'", need);
         return false;
     }
+    int64_t wait_ms = 0;
+    if (r->app->ratelimit &&
+        !ratelimit_take(r->app->ratelimit, r->key.id, client_mono_ms(), &wait_ms)) {
+        char v[24];
+        snprintf(v, sizeof(v), "%lld", (long long)((wait_ms + 999) / 1000));
+        httpd_add_header(r, "Retry-After", v);
+        httpd_reply_error(r, 429, "rate_limited", NULL,
+                          "this API key is over its request rate; retry in %lld ms",
+                          (long long)wait_ms);
+        return false;
+    }
     return true;
 }
 
@@ -256,6 +269,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         r->app = app;
         r->conn = conn;
         r->start_ms = client_mono_ms();
+        r->start_us = client_mono_us();
         snprintf(r->method, sizeof(r->method), "%s", method);
         r->path = strdup(url);
         snprintf(r->route, sizeof(r->route), "unmatched");
@@ -331,8 +345,9 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (r == NULL) {
         return;
     }
-    double ms = (double)(client_mono_ms() - r->start_ms);
+    double ms = (double)(client_mono_us() - r->start_us) / 1000.0;
     if (r->state == REQ_DONE) {
+        metrics_http(r->route, r->status, ms / 1000.0);
         log_event(r->status >= 500 ? AGAPE_LOG_WARN : AGAPE_LOG_INFO,
                   &(struct log_fields){.request_id = r->id, .route = r->route,
                                        .status = r->status, .latency_ms = ms},

@@ -34,6 +34,7 @@ struct httpd_req {
     struct agape_buf body;      /* the request body (limit: conf body_max) */
     bool too_large;
     int64_t start_ms;           /* monotonic */
+    int64_t start_us;           /* monotonic, for latency metrics */
     struct apikey key;          /* valid after httpd_auth() succeeded */
 
     /* the answer */

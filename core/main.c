@@ -105,7 +105,21 @@ static int cmd_validate(const char *path)
     bad += (int)rp.n;
     problems_free(&rp);
 
+    for (size_t i = 0; reg && i < reg->n_providers; i++) {
+        char perr[AGAPE_ERR_SIZE];
+        if (dispatch_check_conf(reg->providers[i], perr, sizeof(perr)) != AGAPE_OK) {
+            fprintf(stderr, "%s: %s\n", path, perr);
+            bad++;
+        }
+    }
     char err[1024];
+    double rate = 0;
+    double burst = 0;
+    if (ratelimit_config_from_json(json_object_get(c->raw, "rate_limit"), &rate, &burst, err,
+                                   sizeof(err)) != AGAPE_OK) {
+        fprintf(stderr, "%s: rate_limit: %s\n", path, err);
+        bad++;
+    }
     struct script_engine *se = NULL;
     struct script_limits lim = {.instructions = c->lua_instructions, .memory = c->lua_memory};
     if (script_engine_create(c->scripts_dir, &lim, &se, err, sizeof(err)) != AGAPE_OK) {
@@ -253,6 +267,30 @@ static bool wait_idle(struct httpd *h, int64_t ms)
     return true;
 }
 
+/* /metrics gauges: circuit state and in-flight calls per provider. */
+static void gauges(struct agape_buf *out, void *arg)
+{
+    struct app *app = arg;
+    if (app->reg == NULL) {
+        return;
+    }
+    metrics_gauge_header(out, "agape_circuit_state",
+                         "Circuit breaker state per provider: 0 closed, 1 open, 2 half_open.");
+    for (size_t i = 0; i < app->reg->n_providers; i++) {
+        struct provider *p = app->reg->providers[i];
+        const char *c = dispatch_circuit(p, NULL);
+        double v = strcmp(c, "open") == 0 ? 1 : strcmp(c, "half_open") == 0 ? 2 : 0;
+        metrics_gauge_line(out, "agape_circuit_state", "provider", p->name, v);
+    }
+    metrics_gauge_header(out, "agape_provider_inflight", "Provider calls in flight now.");
+    for (size_t i = 0; i < app->reg->n_providers; i++) {
+        struct dispatch_stats st;
+        dispatch_provider_stats(app->reg->providers[i], &st);
+        metrics_gauge_line(out, "agape_provider_inflight", "provider",
+                           app->reg->providers[i]->name, st.inflight);
+    }
+}
+
 static int cmd_run(const char *path)
 {
     /* Signals are taken by this thread alone, with sigwait. */
@@ -275,6 +313,19 @@ static int cmd_run(const char *path)
     }
     struct conf *c = app.conf;
     crypto_random_id("boot_", 8, app.boot_id, sizeof(app.boot_id));
+    metrics_init();
+    metrics_set_gauge_fn(gauges, &app);
+    double rate = 0;
+    double burst = 0;
+    if (ratelimit_config_from_json(json_object_get(c->raw, "rate_limit"), &rate, &burst, err,
+                                   sizeof(err)) != AGAPE_OK) {
+        log_error("%s: rate_limit: %s", path, err);
+        goto out;
+    }
+    if (rate > 0 && (app.ratelimit = ratelimit_create(rate, burst)) == NULL) {
+        log_error("out of memory");
+        goto out;
+    }
     if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK) {
         log_error("libcurl could not be initialised");
         goto out;
@@ -365,6 +416,7 @@ out:
     if (ret == 0) {
         log_info("stopped");
     }
+    ratelimit_destroy(app.ratelimit);
     conf_free(app.conf);
     curl_global_cleanup();
     return ret;
