@@ -3,7 +3,7 @@
 
 PACKAGES := gcc make cmake pkg-config python3 liblua5.4-dev libmicrohttpd-dev \
             libcurl4-openssl-dev libjansson-dev liblmdb-dev libssl-dev zlib1g-dev \
-            libcmocka-dev lmdb-utils
+            libcmocka-dev lmdb-utils valgrind
 JOBS     ?= $(shell nproc 2>/dev/null || echo 2)
 CONF     ?= etc/agape.conf
 

@@ -1,7 +1,6 @@
 /* api — the route table, and the operations endpoints (health, readiness,
  * providers, reload). */
 #include "api.h"
-#include "auth.h"
 
 #include "breaker.h"
 #include "log.h"
