@@ -4,6 +4,8 @@
 #include "crypto.h"
 #include "httpd.h"
 #include "log.h"
+#include "metrics.h"
+#include "ratelimit.h"
 #include "reconcile.h"
 
 #include <curl/curl.h>
