@@ -1,8 +1,11 @@
 """The mock provider itself: Stripe behaviour, idempotent replay, every fault
 kind, concurrency of delayed answers, request recording."""
 
+import base64
 import http.client
+import json
 import os
+import re
 import sys
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -316,6 +319,230 @@ def test_sigterm_with_requests_in_flight():
             assert pending.result(timeout=5)
     finally:
         mock.stop()
+
+
+# --------------------------------------------------------------------------
+# PayPal (tests/mockprov/prov_paypal.c)
+
+PP_BASIC = {"Authorization": "Basic " + base64.b64encode(b"mock_client:mock_secret").decode()}
+PP_JSON = {"Content-Type": "application/json"}
+PP_ORDER = {"intent": "CAPTURE",
+            "purchase_units": [{"reference_id": "pay_1", "custom_id": "pay_1",
+                                "amount": {"currency_code": "USD", "value": "19.99"}}]}
+PP_SOURCE = {"paypal": {"experience_context": {"return_url": "https://a.example/ok",
+                                               "cancel_url": "https://a.example/no",
+                                               "user_action": "PAY_NOW"}}}
+
+
+def pp_token(mock, basic=PP_BASIC, body="grant_type=client_credentials"):
+    return mock.request("POST", "/v1/oauth2/token", body, dict(FORM, **basic))
+
+
+def pp_headers(token, rid=None, prefer="return=representation"):
+    h = dict(PP_JSON, Authorization=f"Bearer {token}")
+    if rid is not None:
+        h["PayPal-Request-Id"] = rid
+    if prefer is not None:
+        h["Prefer"] = prefer
+    return h
+
+
+def pp_create(mock, token, order=None, rid=None, prefer="return=representation"):
+    return mock.request("POST", "/v2/checkout/orders", json.dumps(order or PP_ORDER),
+                        pp_headers(token, rid, prefer))
+
+
+def pp_link(obj, rel):
+    hrefs = [link["href"] for link in obj.get("links", []) if link["rel"] == rel]
+    return hrefs[0] if hrefs else None
+
+
+def pp_approve(mock, order_id, capture=None):
+    doc = {} if capture is None else {"capture": capture}
+    return mock._control("POST", f"/_mock/paypal/approve/{order_id}", doc)
+
+
+def test_paypal_token_and_auth():
+    with Mock() as mock:
+        status, headers, tok = pp_token(mock)
+        assert status == 200, tok
+        assert tok["access_token"] == "A21AA-mock-1"
+        assert (tok["token_type"], tok["app_id"], tok["expires_in"]) == ("Bearer", "APP-MOCK",
+                                                                          32400)
+        assert "payments/payment" in tok["scope"] and tok["nonce"]
+        assert headers["paypal-debug-id"]
+        assert pp_token(mock)[2]["access_token"] == "A21AA-mock-2"
+
+        wrong = {"Authorization": "Basic " + base64.b64encode(b"mock_client:nope").decode()}
+        status, _, err = pp_token(mock, basic=wrong)
+        assert status == 401 and err == {"error": "invalid_client",
+                                         "error_description": "Client Authentication failed"}
+        status, _, err = pp_token(mock, body="")
+        assert status == 400 and err["error"] == "unsupported_grant_type"
+
+        # Only tokens the mock issued open the API.
+        status, _, err = pp_create(mock, "A21AA-forged")
+        assert status == 401 and err["error"] == "invalid_token", err
+        status, _, err = mock.request("POST", "/v2/checkout/orders", json.dumps(PP_ORDER),
+                                      PP_JSON)
+        assert status == 401 and err["name"] == "AUTHENTICATION_FAILURE"
+        assert pp_create(mock, tok["access_token"])[0] == 201
+        assert mock._control("POST", "/_mock/paypal/revoke_tokens", {}) == {"revoked": 2}
+        assert pp_create(mock, tok["access_token"])[0] == 401
+        assert len(mock.requests("/v1/oauth2/token")) == 4
+
+
+def test_paypal_create_replay_and_get():
+    with Mock() as mock:
+        token = pp_token(mock)[2]["access_token"]
+        # Classic flow: no payment_source, an "approve" link, minimal answer.
+        status, _, o1 = pp_create(mock, token, rid="r1", prefer=None)
+        assert status == 201, o1
+        assert re.fullmatch(r"[A-Z0-9]{17}", o1["id"]), o1["id"]
+        assert o1["status"] == "CREATED" and set(o1) == {"id", "status", "links"}
+        assert pp_link(o1, "approve") == f"{mock.url}/checkoutnow?token={o1['id']}"
+        assert pp_link(o1, "capture").endswith(f"/v2/checkout/orders/{o1['id']}/capture")
+
+        # The same PayPal-Request-Id: the stored answer, as 200, no new order.
+        status, _, again = pp_create(mock, token, rid="r1", prefer=None)
+        assert status == 200 and again == o1
+
+        # payment_source: PAYER_ACTION_REQUIRED and a "payer-action" link; full representation.
+        order = dict(PP_ORDER, payment_source=PP_SOURCE)
+        status, _, o2 = pp_create(mock, token, order, rid="r2")
+        assert status == 201, o2
+        assert o2["status"] == "PAYER_ACTION_REQUIRED"
+        assert pp_link(o2, "payer-action") == f"{mock.url}/checkoutnow?token={o2['id']}"
+        assert pp_link(o2, "approve") is None
+        unit = o2["purchase_units"][0]
+        assert (unit["reference_id"], unit["custom_id"]) == ("pay_1", "pay_1")
+        assert unit["amount"] == {"currency_code": "USD", "value": "19.99"}
+        # ... which needs a PayPal-Request-Id.
+        status, _, err = pp_create(mock, token, order)
+        assert status == 400
+        assert err["details"][0]["issue"] == "PAYPAL_REQUEST_ID_REQUIRED", err
+        assert mock.charges() == {"r1": 1, "r2": 1}
+
+        # Validation: refused, not stored, not counted.
+        bad = {"intent": "CAPTURE", "purchase_units": [{"amount": {"currency_code": "USD",
+                                                                   "value": "1,00"}}]}
+        status, _, err = pp_create(mock, token, bad, rid="r3")
+        assert status == 400 and err["name"] == "INVALID_REQUEST"
+        assert err["details"][0]["field"] == "/purchase_units/0/amount/value"
+        yen = {"intent": "CAPTURE", "purchase_units": [{"amount": {"currency_code": "JPY",
+                                                                   "value": "1.50"}}]}
+        status, _, err = pp_create(mock, token, yen, rid="r3")
+        assert status == 422 and err["details"][0]["issue"] == "DECIMAL_PRECISION"
+        assert "r3" not in mock.charges()
+
+        status, _, got = mock.request("GET", f"/v2/checkout/orders/{o2['id']}",
+                                      headers=pp_headers(token, prefer=None))
+        assert status == 200 and got["id"] == o2["id"] and got["status"] == o2["status"]
+        assert "_mock_capture" not in got
+        status, _, err = mock.request("GET", "/v2/checkout/orders/NOSUCHORDER1",
+                                      headers=pp_headers(token, prefer=None))
+        assert status == 404 and err["details"][0]["issue"] == "INVALID_RESOURCE_ID"
+
+
+def test_paypal_approve_and_capture():
+    with Mock() as mock:
+        token = pp_token(mock)[2]["access_token"]
+        oid = pp_create(mock, token, rid="c-create")[2]["id"]
+        cap = f"/v2/checkout/orders/{oid}/capture"
+
+        # Before approval: 422, and not stored (the same id works afterwards).
+        status, _, err = mock.request("POST", cap, "{}", pp_headers(token, "cap1"))
+        assert status == 422 and err["details"][0]["issue"] == "ORDER_NOT_APPROVED", err
+        approved = pp_approve(mock, oid)
+        assert approved["status"] == "APPROVED" and approved["payer"]["payer_id"]
+        assert pp_link(approved, "approve") is None
+
+        status, _, done = mock.request("POST", cap, "{}", pp_headers(token, "cap1"))
+        assert status == 201, done
+        assert done["status"] == "COMPLETED"
+        c = done["purchase_units"][0]["payments"]["captures"][0]
+        assert re.fullmatch(r"[A-Z0-9]{17}", c["id"])
+        assert c["status"] == "COMPLETED"
+        assert c["amount"] == {"currency_code": "USD", "value": "19.99"}
+        status, _, again = mock.request("POST", cap, "{}", pp_headers(token, "cap1"))
+        assert status == 200 and again == done
+        status, _, err = mock.request("POST", cap, "{}", pp_headers(token, "cap2"))
+        assert status == 422 and err["details"][0]["issue"] == "ORDER_ALREADY_CAPTURED"
+        got = mock.request("GET", f"/v2/checkout/orders/{oid}", headers=pp_headers(token))[2]
+        assert got["status"] == "COMPLETED"
+        assert got["purchase_units"][0]["payments"]["captures"][0]["id"] == c["id"]
+
+        # The approval link itself approves, as the buyer's click would.
+        o2 = pp_create(mock, token, rid="c2")[2]
+        path = pp_link(o2, "approve")[len(mock.url):]
+        status, _, text = mock.request("GET", path)
+        assert status == 200 and text == "approved\n"
+        # A pending capture, and a declined instrument with its way back.
+        pp_approve(mock, o2["id"], capture="PENDING")
+        done = mock.request("POST", f"/v2/checkout/orders/{o2['id']}/capture", "{}",
+                            pp_headers(token, "c2cap"))[2]
+        assert done["purchase_units"][0]["payments"]["captures"][0]["status"] == "PENDING"
+        o3 = pp_create(mock, token, rid="c3")[2]
+        pp_approve(mock, o3["id"], capture="INSTRUMENT_DECLINED")
+        status, _, err = mock.request("POST", f"/v2/checkout/orders/{o3['id']}/capture", "{}",
+                                      pp_headers(token, "c3cap"))
+        assert status == 422 and err["details"][0]["issue"] == "INSTRUMENT_DECLINED"
+        assert pp_link(err, "payer-action").endswith(f"/checkoutnow?token={o3['id']}")
+        status, _, err = mock.request("POST", "/_mock/paypal/approve/NOSUCHORDER1", "{}")
+        assert status == 404
+        # Control calls are not recorded.
+        assert not [r for r in mock.requests() if r["path"].startswith("/_mock/")]
+
+
+def test_paypal_refund():
+    with Mock() as mock:
+        token = pp_token(mock)[2]["access_token"]
+        oid = pp_create(mock, token, rid="f-create")[2]["id"]
+        pp_approve(mock, oid)
+        done = mock.request("POST", f"/v2/checkout/orders/{oid}/capture", "{}",
+                            pp_headers(token, "f-cap"))[2]
+        cid = done["purchase_units"][0]["payments"]["captures"][0]["id"]
+        path = f"/v2/payments/captures/{cid}/refund"
+        part = json.dumps({"amount": {"value": "5.00", "currency_code": "USD"}})
+        status, _, r1 = mock.request("POST", path, part, pp_headers(token, "ref1"))
+        assert status == 201, r1
+        assert r1["status"] == "COMPLETED" and re.fullmatch(r"[A-Z0-9]{17}", r1["id"])
+        assert r1["amount"] == {"currency_code": "USD", "value": "5.00"}
+        status, _, again = mock.request("POST", path, part, pp_headers(token, "ref1"))
+        assert status == 200 and again == r1
+        too_much = json.dumps({"amount": {"value": "20.00", "currency_code": "USD"}})
+        status, _, err = mock.request("POST", path, too_much, pp_headers(token, "ref2"))
+        assert status == 422 and err["details"][0]["issue"] == "REFUND_AMOUNT_EXCEEDED"
+        # No amount: the rest.
+        status, _, r2 = mock.request("POST", path, "{}", pp_headers(token, "ref3"))
+        assert status == 201 and r2["amount"]["value"] == "14.99"
+        status, _, err = mock.request("POST", path, "{}", pp_headers(token, "ref4"))
+        assert status == 422 and err["details"][0]["issue"] == "CAPTURE_FULLY_REFUNDED"
+        got = mock.request("GET", f"/v2/checkout/orders/{oid}", headers=pp_headers(token))[2]
+        assert got["purchase_units"][0]["payments"]["captures"][0]["status"] == "REFUNDED"
+        status, _, err = mock.request("POST", "/v2/payments/captures/NOSUCHCAPTURE/refund", "{}",
+                                      pp_headers(token, "ref5"))
+        assert status == 404
+
+
+def test_paypal_faults():
+    with Mock() as mock:
+        token = pp_token(mock)[2]["access_token"]
+        mock.faults("/v2/checkout/orders", "POST", [
+            {"status": 503, "body": '{"name":"SERVICE_UNAVAILABLE"}'},
+            {"action": "close_after_read"},
+        ])
+        assert pp_create(mock, token, rid="x1")[0] == 503
+        assert mock.charges() == {}
+        # The order is created although the answer is lost; the retry replays it.
+        assert no_answer(lambda: pp_create(mock, token, rid="x1"))
+        assert mock.charges() == {"x1": 1}
+        status, _, order = pp_create(mock, token, rid="x1")
+        assert status == 200 and order["status"] == "CREATED"
+        assert mock.charges() == {"x1": 1}
+        mock.faults("/v1/oauth2/token", "POST", [{"status": 429, "headers": {"Retry-After": "3"}}])
+        status, headers, _ = pp_token(mock)
+        assert status == 429 and headers["retry-after"] == "3"
 
 
 main(globals())

@@ -60,6 +60,7 @@ struct mock_provider {
 };
 
 extern const struct mock_provider mock_stripe;
+extern const struct mock_provider mock_paypal;
 
 /* ---- shared state (mock_core.c); callers hold the lock unless noted ---- */
 

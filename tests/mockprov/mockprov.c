@@ -25,6 +25,7 @@
 
 static const struct mock_provider *const providers[] = {
     &mock_stripe,
+    &mock_paypal,
 };
 
 /* One HTTP request, from the URI callback to NOTIFY_COMPLETED. */
@@ -271,6 +272,38 @@ static enum MHD_Result provider_request(struct MHD_Connection *c, struct request
 /* ------------------------------------------------------------------ */
 /* Control API */
 
+/* A provider's own controls: its routes whose pattern starts with /_mock/
+ * (approving a PayPal order, say). Like the rest of the control API they are
+ * never recorded or faulted and have no idempotency. Called with the lock
+ * held; false when no provider has the route. */
+static bool provider_control(const struct request *rq, struct mock_resp *rs)
+{
+    char params[MOCK_MAX_PARAMS][MOCK_PARAM_LEN];
+    for (size_t p = 0; p < sizeof(providers) / sizeof(providers[0]); p++) {
+        for (const struct mock_route *r = providers[p]->routes; r->pattern != NULL; r++) {
+            int np = 0;
+            if (strncmp(r->pattern, "/_mock/", 7) != 0 || strcmp(r->method, rq->method) != 0 ||
+                !match_pattern(r->pattern, rq->path, params, &np)) {
+                continue;
+            }
+            struct mock_req mr = {
+                .method = rq->method,
+                .path = rq->path,
+                .query = rq->query,
+                .headers = rq->headers,
+                .body = rq->body ? rq->body : "",
+                .body_len = rq->len,
+            };
+            for (int i = 0; i < np; i++) {
+                mr.params[i] = params[i];
+            }
+            r->fn(&mr, rs);
+            return true;
+        }
+    }
+    return false;
+}
+
 static const char *arg(struct MHD_Connection *c, const char *name)
 {
     return MHD_lookup_connection_value(c, MHD_GET_ARGUMENT_KIND, name);
@@ -340,7 +373,7 @@ static void control(struct MHD_Connection *c, const struct request *rq, struct m
         } else {
             plain_error(rs, 404, "no such state");
         }
-    } else {
+    } else if (!provider_control(rq, rs)) {
         plain_error(rs, 404, "unknown control endpoint");
     }
     mock_unlock();
