@@ -42,6 +42,9 @@ struct pay_work {
     struct idem idem;
     struct dispatch_op *op;
     bool locked;           /* holds the per-payment lock */
+    struct provider *chain[DISPATCH_MAX_CHAIN]; /* PAY_CREATE: the routed chain */
+    size_t n;
+    char base[96];         /* seed of the provider idempotency keys */
 };
 
 /* One operation at a time per payment (refund, capture): a process-wide set
@@ -89,6 +92,20 @@ static void work_free(void *p)
     json_decref(w->record);
     json_decref(w->refund);
     free(w);
+}
+
+/* "pay_" + the wall clock in µs (13 hex digits) + 8 random hex digits:
+ * unique, and in time order, so new records land at the end of the payments
+ * table (NOTES.md: time-ordered keys commit several times faster). */
+static void payment_new_id(char *out, size_t outlen)
+{
+    uint32_t rnd = 0;
+    if (crypto_random(&rnd, sizeof(rnd)) != AGAPE_OK) {
+        rnd = (uint32_t)client_mono_us();
+    }
+    snprintf(out, outlen, "pay_%013llx%08x", (unsigned long long)(client_wall_ms() * 1000 +
+                                                                 client_mono_us() % 1000),
+             (unsigned)rnd);
 }
 
 /* ---- validation ----------------------------------------------------- */
@@ -256,23 +273,40 @@ static json_t *record_public(json_t *rec)
     return o;
 }
 
-/* Commit `b` (which holds the record) with the stored answer, then answer.
- * The answer is already set in r; a failed commit replaces it with a 500:
- * nothing is acknowledged that is not durable. */
-static void commit_and_answer(struct httpd_req *r, struct pay_work *w, struct store_batch *b,
-                              const char *resource)
+static void answered(struct httpd_req *r)
 {
-    idem_finish(r, &w->idem, b, resource);
-    int rc = store_commit(r->app->store, b);
-    if (rc != AGAPE_OK) {
+    struct pay_work *w = r->work;
+    if (w->locked) {
+        /* The outcome is durable: the next operation on this payment may
+         * start, even before this answer has left. */
+        busy_release(json_string_value(json_object_get(w->record, "id")));
+        w->locked = false;
+    }
+    if (r->commit_rc != AGAPE_OK) {
         log_event(AGAPE_LOG_ERROR, &(struct log_fields){.request_id = r->id, .latency_ms = -1},
-                  "could not record the outcome of %s (rc %d)", resource, rc);
+                  "could not record the outcome of %s (rc %d)",
+                  json_string_value(json_object_get(w->record, "id")), r->commit_rc);
         free(r->resp);
         r->resp = NULL;
+        for (int i = 0; i < r->n_resp_hdrs; i++) {
+            free(r->resp_hdr_name[i]);
+            free(r->resp_hdr_value[i]);
+        }
         r->n_resp_hdrs = 0;
         httpd_reply_error(r, 500, "internal", NULL,
                           "the outcome could not be recorded; GET the payment to see its state");
     }
+}
+
+/* Commit `b` (which holds the record) with the stored answer, then answer.
+ * The answer is already set in r; it leaves only once the batch is durable,
+ * and a failed commit replaces it with a 500: nothing is acknowledged that
+ * is not durable. The thread is not held while the commit runs. */
+static void commit_and_answer(struct httpd_req *r, struct pay_work *w, struct store_batch *b,
+                              const char *resource)
+{
+    idem_finish(r, &w->idem, b, resource);
+    httpd_commit(r, b, answered);
 }
 
 /* ---- create --------------------------------------------------------- */
@@ -335,6 +369,32 @@ static void charge_done(struct httpd_req *r)
         reconcile_clear(b, pid);
     }
     commit_and_answer(r, w, b, pid);
+}
+
+/* The payment's first record is durable: call the providers. */
+static void created(struct httpd_req *r)
+{
+    struct pay_work *w = r->work;
+    if (r->commit_rc == AGAPE_EEXIST) {
+        /* A concurrent request with the same key got there first. */
+        if (!idem_check(r, &w->idem, NULL, 0)) {
+            httpd_reply_error(r, 409, "in_progress", "Idempotency-Key",
+                              "a request with this Idempotency-Key is still in progress");
+        }
+        return;
+    }
+    if (r->commit_rc != AGAPE_OK) {
+        httpd_reply_error(r, 503, "not_ready", NULL, "the payment could not be recorded");
+        return;
+    }
+    json_t *input = payments_charge_input(w->record);
+    httpd_suspend(r, charge_done);
+    w->op = dispatch_start(r->app->client, &r->app->payment_policy, "charge", input, w->chain,
+                           w->n, w->base, true, dispatched, r);
+    json_decref(input);
+    if (w->op == NULL) {
+        httpd_resume(r);
+    }
 }
 
 /* The provider chain from the routing script, as usable providers. */
@@ -446,7 +506,7 @@ void api_payments_create(struct httpd_req *r)
 
     char pid[48];
     char now[32];
-    crypto_random_id("pay_", 12, pid, sizeof(pid));
+    payment_new_id(pid, sizeof(pid));
     api_time_iso(client_wall_ms(), now);
     json_t *rec = json_pack("{s:s, s:s, s:O, s:O, s:o, s:o, s:o, s:o, s:n, s:n, s:n, s:n, s:s, "
                             "s:s, s:I, s:[]}",
@@ -491,31 +551,11 @@ void api_payments_create(struct httpd_req *r)
     /* If this process dies mid-call, the reconciler finds out what happened
      * once the payment's deadline has surely passed. */
     reconcile_schedule(b, pid, r->app->payment_policy.deadline_ms + 5000, 0);
-    int rc = store_commit(r->app->store, b);
-    if (rc == AGAPE_EEXIST) {
-        /* A concurrent request with the same key got there first. */
-        json_decref(in);
-        if (!idem_check(r, &w->idem, NULL, 0)) {
-            httpd_reply_error(r, 409, "in_progress", "Idempotency-Key",
-                              "a request with this Idempotency-Key is still in progress");
-        }
-        return;
-    }
-    if (rc != AGAPE_OK) {
-        json_decref(in);
-        httpd_reply_error(r, 503, "not_ready", NULL, "the payment could not be recorded");
-        return;
-    }
-
-    json_t *input = payments_charge_input(rec);
     json_decref(in);
-    httpd_suspend(r, charge_done);
-    w->op = dispatch_start(r->app->client, &r->app->payment_policy, "charge", input, chain, n,
-                           base, true, dispatched, r);
-    json_decref(input);
-    if (w->op == NULL) {
-        httpd_resume(r);
-    }
+    memcpy(w->chain, chain, n * sizeof(chain[0]));
+    w->n = n;
+    snprintf(w->base, sizeof(w->base), "%s", base);
+    httpd_commit(r, b, created);
 }
 
 /* ---- read ----------------------------------------------------------- */

@@ -296,7 +296,7 @@ static void after_attempt(struct dispatch_op *op, enum agape_outcome o)
     } else if (st) {
         atomic_fetch_add(&st->short_circuits, 1);
     }
-    log_event(o == AGAPE_OUTCOME_OK ? AGAPE_LOG_INFO : AGAPE_LOG_WARN,
+    log_event(o == AGAPE_OUTCOME_OK ? AGAPE_LOG_DEBUG : AGAPE_LOG_WARN,
               &(struct log_fields){.provider = p->name, .operation = op->op_name,
                                    .outcome = dispatch_outcome_name(o),
                                    .status = op->last_http_status,

@@ -50,6 +50,7 @@ struct httpd_req {
     int state;                  /* internal */
     httpd_resume_fn on_resume;
     void *work;                 /* the handler's state, freed with free_work */
+    int commit_rc;              /* the result of the last httpd_commit */
     void (*free_work)(void *work);
 };
 
