@@ -193,6 +193,9 @@ void api_route(struct httpd_req *r)
         admin_reload(r);
         return;
     }
+    if (api_webhooks_route(r)) { /* webhooks, their admin endpoints, admin kv/outbox */
+        return;
+    }
     httpd_reply_error(r, 404, "not_found", NULL, "no route for %s %s", m, p);
 }
 

@@ -16,6 +16,21 @@ void api_payments_get(struct httpd_req *r, const char *id);
 void api_payments_refund(struct httpd_req *r, const char *id);
 void api_payments_capture(struct httpd_req *r, const char *id);
 
+/* Webhooks (api_webhooks.c): POST /v1/webhooks/{provider} (public,
+ * signature-checked), and with scope admin GET /v1/webhooks/events
+ * (?provider=&status=&limit=), GET /v1/webhooks/events/{id},
+ * POST /v1/webhooks/events/{id}/replay, where {id} is "<provider>:<event_id>"
+ * percent-encoded (webhook.h); plus GET /v1/admin/kv/{ns}/{key} and
+ * GET /v1/admin/outbox (?kind=&limit=). api_webhooks_route answers any of
+ * these paths and returns true, or returns false (not one of them). */
+bool api_webhooks_route(struct httpd_req *r);
+void api_webhooks_receive(struct httpd_req *r, const char *provider);
+void api_webhooks_list(struct httpd_req *r);
+void api_webhooks_get(struct httpd_req *r, const char *id);
+void api_webhooks_replay(struct httpd_req *r, const char *id);
+void api_admin_kv_get(struct httpd_req *r, const char *ns, const char *key);
+void api_admin_outbox(struct httpd_req *r);
+
 /* ISO-8601 UTC with seconds ("2026-11-28T10:00:00Z") of a wall-clock ms time. */
 void api_time_iso(int64_t wall_ms, char out[32]);
 

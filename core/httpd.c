@@ -447,3 +447,35 @@ void httpd_stop(struct httpd *h)
         the_httpd = NULL;
     }
 }
+
+/* ---- request headers (webhooks) -------------------------------------- */
+
+struct header_copy {
+    struct client_header *out;
+    int max;
+    int n;
+};
+
+static enum MHD_Result copy_header(void *cls, enum MHD_ValueKind kind, const char *key,
+                                   const char *value)
+{
+    struct header_copy *hc = cls;
+    (void)kind;
+    if (hc->n >= hc->max) {
+        return MHD_NO;
+    }
+    hc->out[hc->n].name = (char *)key;
+    hc->out[hc->n].value = (char *)(value ? value : "");
+    hc->n++;
+    return MHD_YES;
+}
+
+int httpd_headers(struct httpd_req *r, struct client_header *out, int max)
+{
+    struct header_copy hc = {out, max, 0};
+    if (max <= 0) {
+        return 0;
+    }
+    MHD_get_connection_values(r->conn, MHD_HEADER_KIND, copy_header, &hc);
+    return hc.n;
+}

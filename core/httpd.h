@@ -84,7 +84,18 @@ json_t *httpd_body_json(struct httpd_req *r);
 
 /* Server thread only, from a handler or on_resume. */
 void httpd_suspend(struct httpd_req *r, httpd_resume_fn on_resume);
+/* Commit `b` (taken) without holding the thread: the connection is
+ * suspended, the batch joins the store's next group commit, and `then` runs
+ * on a server thread with the result in r->commit_rc. Server thread only. */
+void httpd_commit(struct httpd_req *r, struct store_batch *b, httpd_resume_fn then);
 /* Any thread; exactly once per httpd_suspend. */
 void httpd_resume(struct httpd_req *r);
+
+/* The request headers: up to `max` name/value pairs copied into out as
+ * pointers borrowed from libmicrohttpd (valid until the request ends; never
+ * free or modify them). Returns how many were copied. Server thread, from a
+ * handler or on_resume. (Added for webhooks: plugins read them through
+ * host->webhook_header.) */
+int httpd_headers(struct httpd_req *r, struct client_header *out, int max);
 
 #endif

@@ -7,6 +7,7 @@
 #include "metrics.h"
 #include "ratelimit.h"
 #include "reconcile.h"
+#include "worker.h" /* webhooks engineer */
 
 #include <curl/curl.h>
 #include <errno.h>
@@ -373,6 +374,9 @@ static int cmd_run(const char *path)
         log_error("the reconciler could not start");
         goto out;
     }
+    if (worker_start(&app) != AGAPE_OK) { /* webhooks engineer: outbox/inbox worker */
+        goto out;
+    }
     atomic_store(&app.ready, true);
     log_info("agape %s listening on %s:%d (data %s, %zu providers)", AGAPE_VERSION,
              c->listen_host, c->listen_port, c->data_dir, app.reg->n_providers);
@@ -405,6 +409,7 @@ out:
             log_warn("calls still in flight after the grace period; cancelling them");
         }
     }
+    worker_stop(); /* webhooks engineer: before the scripts and the store go */
     reconcile_stop(recon);
     client_destroy(app.client);
     if (app.httpd) {
