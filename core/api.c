@@ -1,6 +1,7 @@
 /* api — the route table, and the operations endpoints (health, readiness,
  * providers, reload). */
 #include "api.h"
+#include "auth.h"
 
 #include "breaker.h"
 #include "log.h"
@@ -194,6 +195,9 @@ void api_route(struct httpd_req *r)
         return;
     }
     if (api_webhooks_route(r)) { /* webhooks, their admin endpoints, admin kv/outbox */
+        return;
+    }
+    if (api_auth_route(r)) { /* /v1/auth/...: end-user sign-in (api_auth.c) */
         return;
     }
     httpd_reply_error(r, 404, "not_found", NULL, "no route for %s %s", m, p);

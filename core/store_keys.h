@@ -25,8 +25,14 @@
  *   kv:          namespace (S) | 0x00 | key (S) → value
  *   outbox:      due_ms (8 B BE) | seq (8 B BE) → JSON work item
  *   inbox:       provider (S) | 0x00 | event_id (S) → JSON event
- *   users:       user_id (S) → JSON user (proposed; the module that first uses it fixes it here)
- *   sessions:    sha256(session token) (32 B) → JSON session (proposed, as users)
+ *   users:       provider (S) | 0x00 | subject (S)
+ *                  → JSON {"v":1, "id":"usr_<24 hex>" (made once, then stable), "email",
+ *                          "email_verified", "name", "picture", "provider", "subject",
+ *                          "created_at", "updated_at"}
+ *   sessions:    sha256(session token) (32 B)
+ *                  → JSON {"v":1, "user_id", "provider", "subject", "created" (ms),
+ *                          "expires" (ms), "revoked": bool, "revoked_at"? (ms)}
+ *                The token ("ses_" + 64 hex) is never stored or logged.
  *   meta:        name (S) → value
  *                Names in use:
  *                  "apikeys.name" | 0x00 | key name (S) → sha256(key) (32 B) of the
@@ -35,6 +41,12 @@
  *                  unique even across processes.
  *                  "pref:<provider>" | 0x00 | provider reference (S) → payment id (S):
  *                  finds a payment from a provider's webhook; written with the outcome.
+ *                  "login:" state (S) → JSON {"v":1, "provider", "nonce", "verifier",
+ *                  "return_to"?, "expires"}: a sign-in under way (10 minutes).
+ *                  "login_used:" state (S) → "1": inserted when a callback spends the
+ *                  state, so of two concurrent callbacks exactly one proceeds.
+ *                  "login_exp:" expires (8 B BE) | state (S) → "": the expiry index
+ *                  each login purges a few expired logins by (see auth.h).
  *                  "recon:" payment id (S) → JSON {"due": ms, "tries": n}: a payment
  *                  whose outcome is not known yet. Written in the same batch as the
  *                  payment's first record (due after the payment deadline, so a crash

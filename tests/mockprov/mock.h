@@ -61,6 +61,7 @@ struct mock_provider {
 
 extern const struct mock_provider mock_stripe;
 extern const struct mock_provider mock_paypal;
+extern const struct mock_provider mock_oidc; /* prov_oidc.c: Google-shaped OpenID issuer */
 
 /* ---- shared state (mock_core.c); callers hold the lock unless noted ---- */
 

@@ -26,6 +26,7 @@
 static const struct mock_provider *const providers[] = {
     &mock_stripe,
     &mock_paypal,
+    &mock_oidc,
 };
 
 /* One HTTP request, from the URI callback to NOTIFY_COMPLETED. */
