@@ -17,7 +17,9 @@ CHAIN = {"amount": 1999, "currency": "usd", "metadata": {"chain": "stripe,sandbo
 def gateway(mock, stripe_extra=None, extra=""):
     stripe = {"plugin": "stripe", "secret_key": "sk_test_res", "base_url": mock.url}
     stripe.update(stripe_extra or {})
-    return Gateway({"stripe": stripe, "sandbox": {"plugin": "sandbox"}},
+    return Gateway({"stripe": stripe, "sandbox": {"plugin": "sandbox"},
+                    "paypal": {"plugin": "paypal", "client_id": "mock_client",
+                               "client_secret": "mock_secret", "base_url": mock.url}},
                    scripts=os.path.join(HERE, "scripts"),
                    extra_conf="backoff_base_ms = 10\nbackoff_max_ms = 20\nmax_retries = 0\n"
                    + extra)
@@ -29,20 +31,21 @@ def provider(gw, name):
     return [p for p in body["providers"] if p["name"] == name][0]
 
 
-def test_breaker_opens_fails_over_at_once_and_closes_after_a_probe():
+def test_breaker_opens_fails_over_to_paypal_at_once_and_closes_after_a_probe():
     breaker = {"failure_run": 3, "open_seconds": 1, "half_open_probes": 1, "window": 20,
                "min_calls": 20}
+    to_paypal = {"amount": 1999, "currency": "usd", "metadata": {"chain": "stripe,paypal"}}
     with Mock() as mock, gateway(mock, {"breaker": breaker}) as gw:
         mock.faults(PI, "POST", [{"status": 503, "times": 3}])
         for _ in range(3):
-            st, _, p = gw.request("POST", "/v1/payments", json=CHAIN)
-            assert st == 201 and p["provider"] == "sandbox", p
+            st, _, p = gw.request("POST", "/v1/payments", json=to_paypal)
+            assert st == 201 and p["provider"] == "paypal", p
         assert provider(gw, "stripe")["circuit"] == "open"
-        # open: stripe is skipped without a request, straight to the sandbox
+        # open: stripe is skipped without a request, straight to PayPal
         seen = len(mock.requests(PI))
         t0 = time.monotonic()
-        st, _, p = gw.request("POST", "/v1/payments", json=CHAIN)
-        assert st == 201 and p["provider"] == "sandbox", p
+        st, _, p = gw.request("POST", "/v1/payments", json=to_paypal)
+        assert st == 201 and p["provider"] == "paypal", p
         assert time.monotonic() - t0 < 0.5
         assert p["attempts"][0]["provider"] == "stripe"
         assert "circuit open" in p["attempts"][0]["error"], p["attempts"]
