@@ -13,8 +13,14 @@
  * them again. The connection pool lives in the multi handle, not in the easy
  * handles, so recycling does not cost connections.
  *
- * Whether a failed request reached the provider is decided in classify(),
- * the core's one place for it. */
+ * Whether a failed request reached the provider is decided in classify()
+ * (HTTP) and classify_mail() (SMTP), the core's one place for it.
+ *
+ * SMTP transfers (the request has mail_from; the URL is smtp:// or smtps://)
+ * are uploads: libcurl speaks EHLO, STARTTLS when required, AUTH when
+ * credentials are set, MAIL FROM, RCPT TO, DATA, reads the message from
+ * on_read() and dot-stuffs it itself (lib/smtp.c escapes "\r\n." while
+ * uploading). Their "status" is the last SMTP reply code. */
 #include "client.h"
 
 #include "log.h"
@@ -55,6 +61,8 @@ struct conn {
     CURL *easy;
     struct client_xfer *x;      /* borrowed from submit until done */
     struct curl_slist *headers; /* request headers, freed when the transfer ends */
+    struct curl_slist *rcpts;   /* SMTP recipients, freed when the transfer ends */
+    size_t upload_pos;          /* SMTP: message bytes handed to libcurl so far */
     int64_t start_us;
     int body_error;             /* the response body's buffer refused an append */
     struct conn *prev;          /* in the active list; next is also the free list link */
@@ -360,6 +368,23 @@ static size_t on_body(char *data, size_t size, size_t nmemb, void *ud)
     return len;
 }
 
+/* The SMTP message, from the transfer's body. libcurl calls this only once
+ * the server has answered DATA with 354, so upload_pos > 0 means the message
+ * has started to leave this host. */
+static size_t on_read(char *dst, size_t size, size_t nitems, void *ud)
+{
+    struct conn *k = ud;
+    struct client_xfer *x = k->x;
+    size_t room = size * nitems;
+    size_t left = x->body_len > k->upload_pos ? x->body_len - k->upload_pos : 0;
+    size_t n = left < room ? left : room;
+    if (n > 0) {
+        memcpy(dst, x->body + k->upload_pos, n);
+        k->upload_pos += n;
+    }
+    return n;
+}
+
 static void trim(const char **s, size_t *len)
 {
     while (*len > 0 && strchr(" \t\r\n", (*s)[0]) != NULL) {
@@ -440,6 +465,7 @@ static struct conn *conn_get(struct client *c)
 static void conn_free(struct conn *k)
 {
     curl_slist_free_all(k->headers);
+    curl_slist_free_all(k->rcpts);
     curl_easy_cleanup(k->easy);
     free(k);
 }
@@ -449,6 +475,9 @@ static void conn_put(struct client *c, struct conn *k)
 {
     curl_slist_free_all(k->headers);
     k->headers = NULL;
+    curl_slist_free_all(k->rcpts);
+    k->rcpts = NULL;
+    k->upload_pos = 0;
     k->x = NULL;
     k->body_error = AGAPE_OK;
     k->prev = NULL;
@@ -557,6 +586,41 @@ out:
     return rc;
 }
 
+/* An smtp:// or smtps:// URL (the only ones a mail transfer may use). */
+static bool mail_url(const char *url)
+{
+    return strncasecmp(url, "smtp://", 7) == 0 || strncasecmp(url, "smtps://", 8) == 0;
+}
+
+/* The envelope and the upload of an SMTP transfer. */
+static CURLcode configure_mail(struct conn *k, struct client_xfer *x)
+{
+    CURL *e = k->easy;
+    CURLcode rc = CURLE_OK;
+
+    for (int i = 0; i < x->n_mail_rcpt; i++) {
+        struct curl_slist *l = curl_slist_append(k->rcpts, x->mail_rcpt[i]);
+        if (l == NULL) {
+            rc = CURLE_OUT_OF_MEMORY;
+            goto out;
+        }
+        k->rcpts = l;
+    }
+    SETOPT(e, CURLOPT_MAIL_FROM, x->mail_from);
+    SETOPT(e, CURLOPT_MAIL_RCPT, k->rcpts);
+    SETOPT(e, CURLOPT_UPLOAD, 1L);
+    SETOPT(e, CURLOPT_READFUNCTION, on_read);
+    SETOPT(e, CURLOPT_READDATA, (void *)k);
+    SETOPT(e, CURLOPT_INFILESIZE_LARGE, (curl_off_t)(x->body ? x->body_len : 0));
+    if (x->mail_require_tls) {
+        /* STARTTLS or nothing: CURLE_USE_SSL_FAILED before MAIL FROM when the
+         * server does not offer it. (smtps:// is TLS from the start anyway.) */
+        SETOPT(e, CURLOPT_USE_SSL, (long)CURLUSESSL_ALL);
+    }
+out:
+    return rc;
+}
+
 /* Every option, every time: the handle was reset. */
 static CURLcode configure(struct conn *k, struct client_xfer *x, const char *method)
 {
@@ -570,10 +634,23 @@ static CURLcode configure(struct conn *k, struct client_xfer *x, const char *met
     SETOPT(e, CURLOPT_PRIVATE, (void *)k);
     SETOPT(e, CURLOPT_NOSIGNAL, 1L);
     SETOPT(e, CURLOPT_ERRORBUFFER, k->errbuf);
-    SETOPT(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    /* A mail transfer may speak only SMTP, any other only HTTP: a plugin
+     * cannot turn one into the other through its URL. */
+    SETOPT(e, CURLOPT_PROTOCOLS_STR, x->mail_from != NULL ? "smtp,smtps" : "http,https");
     SETOPT(e, CURLOPT_FOLLOWLOCATION, 0L);
     SETOPT(e, CURLOPT_CONNECTTIMEOUT_MS, connect_ms);
     SETOPT(e, CURLOPT_TIMEOUT_MS, timeout_ms);
+    if (x->mail_from != NULL) {
+        /* No header callback: SMTP has no answer headers. The write
+         * callback stays so that nothing ever reaches stdout. */
+        SETOPT(e, CURLOPT_WRITEFUNCTION, on_body);
+        SETOPT(e, CURLOPT_WRITEDATA, (void *)k);
+        if (x->userpwd != NULL) {
+            SETOPT(e, CURLOPT_USERPWD, x->userpwd);
+        }
+        rc = configure_mail(k, x);
+        goto out;
+    }
     SETOPT(e, CURLOPT_HTTPHEADER, k->headers);
     SETOPT(e, CURLOPT_HEADERFUNCTION, on_header);
     SETOPT(e, CURLOPT_HEADERDATA, (void *)k);
@@ -620,6 +697,10 @@ static void xfer_start(struct client *c, struct client_xfer *x)
         why = "invalid request (no URL or bad method)";
         goto fail;
     }
+    if (x->mail_from != NULL && (!mail_url(x->url) || x->n_mail_rcpt == 0)) {
+        why = "invalid mail request (needs an smtp:// or smtps:// URL and a recipient)";
+        goto fail;
+    }
     k = conn_get(c);
     if (k == NULL) {
         why = "out of memory";
@@ -628,6 +709,7 @@ static void xfer_start(struct client *c, struct client_xfer *x)
     k->x = x;
     k->errbuf[0] = '\0';
     k->body_error = AGAPE_OK;
+    k->upload_pos = 0;
     if (build_headers(k, x) != AGAPE_OK) {
         why = "out of memory";
         goto fail;
@@ -682,6 +764,35 @@ static void classify(struct client_xfer *x, CURLcode rc, long request_size, int 
               errbuf[0] ? errbuf : curl_easy_strerror(rc));
 }
 
+/* SMTP's version of classify(). REQUEST_SIZE does not count SMTP commands,
+ * so what was sent is judged by the message itself:
+ * - an SMTP error reply (≥ 400) that made libcurl give up — MAIL or RCPT
+ *   refused (CURLE_SEND_ERROR), AUTH refused (CURLE_LOGIN_DENIED,
+ *   CURLE_AUTH_ERROR), HELO refused (CURLE_REMOTE_ACCESS_DENIED), STARTTLS
+ *   refused (CURLE_USE_SSL_FAILED), a bad greeting or a refused end of data
+ *   (CURLE_WEIRD_SERVER_REPLY), DATA refused (CURLE_SEND_ERROR) — is an
+ *   answer: CLIENT_DONE with that code, for the plugin to map;
+ * - otherwise, once on_read() has handed out message bytes (after DATA was
+ *   accepted), the server may have taken the message: CLIENT_NO_ANSWER;
+ * - otherwise the message never left: CLIENT_NOT_SENT (connect and TLS
+ *   failures, STARTTLS missing, a connection lost before DATA). */
+static void classify_mail(struct client_xfer *x, CURLcode rc, long code, size_t uploaded,
+                          const char *errbuf)
+{
+    bool smtp_refusal = rc == CURLE_SEND_ERROR || rc == CURLE_LOGIN_DENIED ||
+                        rc == CURLE_AUTH_ERROR || rc == CURLE_REMOTE_ACCESS_DENIED ||
+                        rc == CURLE_USE_SSL_FAILED || rc == CURLE_WEIRD_SERVER_REPLY ||
+                        rc == CURLE_QUOTE_ERROR;
+    if (rc == CURLE_OK || (smtp_refusal && code >= 400 && code <= 599)) {
+        x->result = CLIENT_DONE;
+        x->status = (int)code;
+        buf_add(&x->resp_body, "", 0); /* NUL-terminated, like an HTTP answer */
+        return;
+    }
+    xfer_fail(x, uploaded > 0 ? CLIENT_NO_ANSWER : CLIENT_NOT_SENT,
+              errbuf[0] ? errbuf : curl_easy_strerror(rc));
+}
+
 /* Called once the handle is out of the multi. The conn is recycled before
  * done runs, which may free or resubmit the transfer. */
 static void xfer_finish(struct client *c, struct conn *k, CURLcode rc, bool aborted)
@@ -694,7 +805,10 @@ static void xfer_finish(struct client *c, struct conn *k, CURLcode rc, bool abor
     curl_easy_getinfo(k->easy, CURLINFO_REQUEST_SIZE, &request_size);
     x->elapsed_ms = (mono_us() - k->start_us) / 1000;
     if (aborted) {
-        xfer_fail(x, request_size > 0 ? CLIENT_NO_ANSWER : CLIENT_NOT_SENT, "client stopped");
+        bool sent = x->mail_from != NULL ? k->upload_pos > 0 : request_size > 0;
+        xfer_fail(x, sent ? CLIENT_NO_ANSWER : CLIENT_NOT_SENT, "client stopped");
+    } else if (x->mail_from != NULL) {
+        classify_mail(x, rc, status, k->upload_pos, k->errbuf);
     } else {
         classify(x, rc, request_size, k->body_error, k->errbuf);
         if (x->result == CLIENT_DONE) {

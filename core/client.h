@@ -60,7 +60,8 @@ struct client_xfer {
 
     /* answer */
     enum client_result result;
-    int status;                     /* HTTP status with CLIENT_DONE */
+    int status;                     /* with CLIENT_DONE: the HTTP status, or for a mail
+                                       transfer the last SMTP reply code */
     struct agape_buf resp_body;     /* NUL-terminated */
     struct client_header resp_headers[CLIENT_MAX_HEADERS];
     int n_resp_headers;

@@ -331,8 +331,25 @@ struct agape_payment_ops {
     agape_step_fn refund;
 };
 
-/* Messaging (input {"to", "from"?, "subject"?, "text"?, "html"?, "body"?,
- * "template_id"?, "data"?, "status_callback"?} → result {"provider_ref", "status"}). */
+/*
+ * Messaging. Normalized inputs (objects):
+ *   send_email: {"message_id", "to", "from"? (else the provider's configured sender),
+ *                "from_name"?, "subject" (optional with template_id), "text"?, "html"?
+ *                (at least one unless template_id), "template_id"? (a provider-side
+ *                dynamic template), "data"? (object, that template's data),
+ *                "idempotency_key", "status_callback"? (URL)}
+ *   send_sms:   {"message_id", "to" (E.164), "from"?, "body", "idempotency_key",
+ *                "status_callback"? (URL the provider posts delivery reports to)}
+ * Result: {"provider_ref", "status": "sent" | "queued"}; a DECLINED result also
+ * carries {"status": "failed", "error_code"?, "message"?}. `message_id` is the
+ * gateway's id: plugins pass it to the provider where it has a place for it
+ * (SendGrid custom_args, the SMTP Message-ID) so that delivery webhooks name it.
+ * Providers with no idempotency key for sends (Twilio, SendGrid, SMTP) may
+ * deliver twice when a retried call follows a lost answer (outcome UNKNOWN).
+ * Their webhooks normalize to {"event_id", "type", "message_ref"?, "status"?:
+ * "delivered" | "failed", "provider_status"?, "events"?: [...]}; each plugin's
+ * README gives the exact shape.
+ */
 struct agape_messaging_ops {
     uint32_t size;
     agape_step_fn send_email;

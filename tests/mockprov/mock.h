@@ -62,6 +62,8 @@ struct mock_provider {
 extern const struct mock_provider mock_stripe;
 extern const struct mock_provider mock_paypal;
 extern const struct mock_provider mock_oidc; /* prov_oidc.c: Google-shaped OpenID issuer */
+extern const struct mock_provider mock_sendgrid; /* prov_sendgrid.c: v3 Mail Send */
+extern const struct mock_provider mock_twilio;   /* prov_twilio.c: Create Message */
 
 /* ---- shared state (mock_core.c); callers hold the lock unless noted ---- */
 

@@ -27,6 +27,8 @@ static const struct mock_provider *const providers[] = {
     &mock_stripe,
     &mock_paypal,
     &mock_oidc,
+    &mock_sendgrid,
+    &mock_twilio,
 };
 
 /* One HTTP request, from the URI callback to NOTIFY_COMPLETED. */

@@ -1,5 +1,6 @@
 /* client — transfers against an in-process libmicrohttpd server on
- * 127.0.0.1:0 (thread per connection, so handlers may sleep). */
+ * 127.0.0.1:0 (thread per connection, so handlers may sleep), and SMTP
+ * transfers against an in-process SMTP sink (a thread per connection). */
 #include "client.h"
 
 #include <arpa/inet.h>
@@ -8,6 +9,7 @@
 #include <pthread.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <time.h>
 #include <unistd.h>
@@ -782,6 +784,422 @@ static void test_clocks(void **state)
     assert_true(client_wall_ms() < 4102444800000LL);
 }
 
+/* ------------------------------------------------------------------ */
+/* SMTP transfers against a tiny in-process SMTP sink                  */
+
+enum sink_mode {
+    SINK_OK,
+    SINK_RCPT_550,       /* refuses every recipient */
+    SINK_AUTH_535,       /* refuses every credential */
+    SINK_DATA_554,       /* refuses the message after its end */
+    SINK_DROP_AFTER_DATA /* reads the message, then closes without a reply */
+};
+
+#define SINK_MAX_CONNS 8
+#define SINK_DATA_MAX (64 * 1024)
+
+struct sink {
+    int fd;
+    int port;
+    enum sink_mode mode;
+    pthread_t acceptor;
+    pthread_mutex_t mu;
+    bool stop;
+    int conns[SINK_MAX_CONNS];
+    pthread_t threads[SINK_MAX_CONNS];
+    int n_conns;
+    /* what the last transaction said (under mu) */
+    char from[256];
+    char rcpt[256];
+    char auth[256];
+    char wire[SINK_DATA_MAX]; /* DATA as received: dot-stuffed, without ".\r\n" */
+    size_t wire_len;
+    int messages; /* accepted with 250 */
+    int mails;    /* MAIL FROM commands seen */
+};
+
+struct sink_conn {
+    struct sink *s;
+    int fd;
+};
+
+static bool sink_send(int fd, const char *text)
+{
+    size_t n = strlen(text);
+    return send(fd, text, n, MSG_NOSIGNAL) == (ssize_t)n;
+}
+
+/* One CRLF-terminated line, without the CRLF; false at EOF or error. */
+static bool sink_line(int fd, char *out, size_t cap)
+{
+    size_t n = 0;
+    char c;
+    while (recv(fd, &c, 1, 0) == 1) {
+        if (c == '\n') {
+            if (n > 0 && out[n - 1] == '\r') {
+                n--;
+            }
+            out[n] = '\0';
+            return true;
+        }
+        if (n + 1 < cap) {
+            out[n++] = c;
+        }
+    }
+    return false;
+}
+
+/* The message after 354, up to the "\r\n.\r\n" that ends it. */
+static bool sink_data(struct sink *s, int fd)
+{
+    char buf[SINK_DATA_MAX];
+    size_t n = 0;
+    char c;
+    while (recv(fd, &c, 1, 0) == 1) {
+        if (n < sizeof(buf)) {
+            buf[n++] = c;
+        }
+        if (n == 3 && memcmp(buf, ".\r\n", 3) == 0) {
+            n = 0;
+            break;
+        }
+        if (n >= 5 && memcmp(buf + n - 5, "\r\n.\r\n", 5) == 0) {
+            n -= 3; /* keep the CRLF that ends the last line */
+            break;
+        }
+    }
+    pthread_mutex_lock(&s->mu);
+    memcpy(s->wire, buf, n);
+    s->wire_len = n;
+    pthread_mutex_unlock(&s->mu);
+    return true;
+}
+
+static void *sink_serve(void *arg)
+{
+    struct sink_conn *sc = arg;
+    struct sink *s = sc->s;
+    int fd = sc->fd;
+    char line[1024];
+    free(sc);
+
+    sink_send(fd, "220 sink ESMTP\r\n");
+    while (sink_line(fd, line, sizeof(line))) {
+        if (strncasecmp(line, "EHLO", 4) == 0) {
+            sink_send(fd, "250-sink\r\n250-AUTH PLAIN\r\n250 8BITMIME\r\n");
+        } else if (strncasecmp(line, "HELO", 4) == 0) {
+            sink_send(fd, "250 sink\r\n");
+        } else if (strncasecmp(line, "AUTH PLAIN", 10) == 0) {
+            char cred[256];
+            if (line[10] == ' ') {
+                snprintf(cred, sizeof(cred), "%s", line + 11);
+            } else {
+                sink_send(fd, "334 \r\n");
+                if (!sink_line(fd, cred, sizeof(cred))) {
+                    break;
+                }
+            }
+            pthread_mutex_lock(&s->mu);
+            snprintf(s->auth, sizeof(s->auth), "%s", cred);
+            pthread_mutex_unlock(&s->mu);
+            sink_send(fd, s->mode == SINK_AUTH_535 ? "535 5.7.8 Authentication failed\r\n"
+                                                   : "235 2.7.0 Authenticated\r\n");
+        } else if (strncasecmp(line, "MAIL FROM:", 10) == 0) {
+            pthread_mutex_lock(&s->mu);
+            snprintf(s->from, sizeof(s->from), "%s", line + 10);
+            s->mails++;
+            pthread_mutex_unlock(&s->mu);
+            sink_send(fd, "250 2.1.0 Ok\r\n");
+        } else if (strncasecmp(line, "RCPT TO:", 8) == 0) {
+            pthread_mutex_lock(&s->mu);
+            snprintf(s->rcpt, sizeof(s->rcpt), "%s", line + 8);
+            pthread_mutex_unlock(&s->mu);
+            sink_send(fd, s->mode == SINK_RCPT_550 ? "550 5.1.1 No such user\r\n"
+                                                   : "250 2.1.5 Ok\r\n");
+        } else if (strcasecmp(line, "DATA") == 0) {
+            sink_send(fd, "354 End data with <CR><LF>.<CR><LF>\r\n");
+            sink_data(s, fd);
+            if (s->mode == SINK_DROP_AFTER_DATA) {
+                break;
+            }
+            if (s->mode == SINK_DATA_554) {
+                sink_send(fd, "554 5.7.1 Message rejected\r\n");
+            } else {
+                pthread_mutex_lock(&s->mu);
+                s->messages++;
+                pthread_mutex_unlock(&s->mu);
+                sink_send(fd, "250 2.0.0 Ok: queued\r\n");
+            }
+        } else if (strcasecmp(line, "RSET") == 0 || strcasecmp(line, "NOOP") == 0) {
+            sink_send(fd, "250 2.0.0 Ok\r\n");
+        } else if (strcasecmp(line, "QUIT") == 0) {
+            sink_send(fd, "221 2.0.0 Bye\r\n");
+            break;
+        } else {
+            sink_send(fd, "502 5.5.2 Command not recognized\r\n");
+        }
+    }
+    /* The fd is closed by sink_stop, after this thread is joined. */
+    shutdown(fd, SHUT_RDWR);
+    return NULL;
+}
+
+static void *sink_accept(void *arg)
+{
+    struct sink *s = arg;
+    for (;;) {
+        int fd = accept(s->fd, NULL, NULL);
+        if (fd < 0) {
+            break; /* sink_stop shut the listening socket down */
+        }
+        pthread_mutex_lock(&s->mu);
+        struct sink_conn *sc = malloc(sizeof(*sc));
+        if (s->stop || s->n_conns >= SINK_MAX_CONNS || sc == NULL) {
+            pthread_mutex_unlock(&s->mu);
+            free(sc);
+            close(fd);
+            continue;
+        }
+        sc->s = s;
+        sc->fd = fd;
+        s->conns[s->n_conns] = fd;
+        if (pthread_create(&s->threads[s->n_conns], NULL, sink_serve, sc) != 0) {
+            free(sc);
+            close(fd);
+        } else {
+            s->n_conns++;
+        }
+        pthread_mutex_unlock(&s->mu);
+    }
+    return NULL;
+}
+
+static struct sink *sink_start(enum sink_mode mode)
+{
+    struct sink *s = calloc(1, sizeof(*s));
+    assert_non_null(s);
+    s->mode = mode;
+    pthread_mutex_init(&s->mu, NULL);
+    s->fd = socket(AF_INET, SOCK_STREAM, 0);
+    assert_true(s->fd >= 0);
+    struct sockaddr_in sa;
+    socklen_t sl = sizeof(sa);
+    memset(&sa, 0, sizeof(sa));
+    sa.sin_family = AF_INET;
+    sa.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+    assert_int_equal(bind(s->fd, (struct sockaddr *)&sa, sizeof(sa)), 0);
+    assert_int_equal(listen(s->fd, 16), 0);
+    assert_int_equal(getsockname(s->fd, (struct sockaddr *)&sa, &sl), 0);
+    s->port = ntohs(sa.sin_port);
+    assert_int_equal(pthread_create(&s->acceptor, NULL, sink_accept, s), 0);
+    return s;
+}
+
+static void sink_stop(struct sink *s)
+{
+    pthread_mutex_lock(&s->mu);
+    s->stop = true;
+    for (int i = 0; i < s->n_conns; i++) {
+        shutdown(s->conns[i], SHUT_RDWR);
+    }
+    pthread_mutex_unlock(&s->mu);
+    shutdown(s->fd, SHUT_RDWR);
+    pthread_join(s->acceptor, NULL);
+    for (int i = 0; i < s->n_conns; i++) {
+        pthread_join(s->threads[i], NULL);
+        close(s->conns[i]);
+    }
+    close(s->fd);
+    pthread_mutex_destroy(&s->mu);
+    free(s);
+}
+
+/* A mail transfer to the sink: envelope a@example.com → b@example.com. */
+static void mail_init(struct tx *t, const struct sink *s, const char *body)
+{
+    char url[64];
+    snprintf(url, sizeof(url), "smtp://127.0.0.1:%d", s->port);
+    tx_init(t, "POST", url);
+    t->x.mail_from = strdup("a@example.com");
+    t->x.mail_rcpt[0] = strdup("b@example.com");
+    t->x.n_mail_rcpt = 1;
+    t->x.body = strdup(body);
+    t->x.body_len = strlen(body);
+    t->x.timeout_ms = 3000;
+    assert_non_null(t->x.mail_from);
+    assert_non_null(t->x.mail_rcpt[0]);
+    assert_non_null(t->x.body);
+}
+
+/* The wire text with the dot-stuffing undone (RFC 5321 §4.5.2). */
+static size_t unstuff(const char *in, size_t len, char *out)
+{
+    size_t o = 0;
+    bool bol = true;
+    for (size_t i = 0; i < len; i++) {
+        if (bol && in[i] == '.') {
+            bol = false;
+            continue;
+        }
+        out[o++] = in[i];
+        bol = in[i] == '\n';
+    }
+    return o;
+}
+
+static const char mail_body[] = "From: a@example.com\r\n"
+                                "To: b@example.com\r\n"
+                                "Subject: hi\r\n"
+                                "\r\n"
+                                "line one\r\n"
+                                ".leading dot\r\n"
+                                "..two dots\r\n"
+                                ".\r\n"
+                                "last\r\n";
+
+static void test_smtp_send(void **state)
+{
+    struct fixture *f = *state;
+    struct sink *s = sink_start(SINK_OK);
+    struct tx t;
+
+    mail_init(&t, s, mail_body);
+    t.x.userpwd = strdup("user:secret");
+    run_one(f, &t, 0);
+    assert_int_equal(t.x.result, CLIENT_DONE);
+    assert_string_equal(t.x.err, "");
+    assert_int_equal(t.x.status, 250);
+
+    pthread_mutex_lock(&s->mu);
+    assert_int_equal(s->messages, 1);
+    assert_string_equal(s->from, "<a@example.com>");
+    assert_string_equal(s->rcpt, "<b@example.com>");
+    assert_string_equal(s->auth, "AHVzZXIAc2VjcmV0"); /* base64("\0user\0secret") */
+    /* libcurl dot-stuffs: a line starting with '.' gets another one... */
+    s->wire[s->wire_len] = '\0';
+    assert_non_null(strstr(s->wire, "\r\n..leading dot\r\n...two dots\r\n..\r\nlast\r\n"));
+    /* ...and undoing it gives back the exact message. */
+    char plain[SINK_DATA_MAX];
+    size_t n = unstuff(s->wire, s->wire_len, plain);
+    assert_int_equal(n, strlen(mail_body));
+    assert_memory_equal(plain, mail_body, n);
+    pthread_mutex_unlock(&s->mu);
+
+    /* The same transfer again (the next message): still delivered. */
+    t.calls = 0;
+    run_one(f, &t, 0);
+    assert_int_equal(t.x.result, CLIENT_DONE);
+    assert_int_equal(t.x.status, 250);
+    pthread_mutex_lock(&s->mu);
+    assert_int_equal(s->messages, 2);
+    pthread_mutex_unlock(&s->mu);
+    tx_fini(&t);
+    sink_stop(s);
+}
+
+/* An SMTP refusal is an answer: CLIENT_DONE with the reply code. */
+static void expect_refusal(struct fixture *f, enum sink_mode mode, bool auth, int code)
+{
+    struct sink *s = sink_start(mode);
+    struct tx t;
+    mail_init(&t, s, mail_body);
+    if (auth) {
+        t.x.userpwd = strdup("user:wrong");
+    }
+    run_one(f, &t, 0);
+    assert_int_equal(t.x.result, CLIENT_DONE);
+    assert_int_equal(t.x.status, code);
+    pthread_mutex_lock(&s->mu);
+    assert_int_equal(s->messages, 0);
+    pthread_mutex_unlock(&s->mu);
+    tx_fini(&t);
+    sink_stop(s);
+}
+
+static void test_smtp_refusals(void **state)
+{
+    struct fixture *f = *state;
+    expect_refusal(f, SINK_RCPT_550, false, 550);
+    expect_refusal(f, SINK_AUTH_535, true, 535);
+    expect_refusal(f, SINK_DATA_554, false, 554);
+}
+
+static void test_smtp_not_sent_and_no_answer(void **state)
+{
+    struct fixture *f = *state;
+    struct tx t;
+
+    /* STARTTLS required, the server does not offer it: refused before MAIL. */
+    struct sink *s = sink_start(SINK_OK);
+    mail_init(&t, s, mail_body);
+    t.x.mail_require_tls = true;
+    run_one(f, &t, 0);
+    assert_int_equal(t.x.result, CLIENT_NOT_SENT);
+    assert_true(strlen(t.x.err) > 0);
+    pthread_mutex_lock(&s->mu);
+    assert_int_equal(s->mails, 0);
+    pthread_mutex_unlock(&s->mu);
+    tx_fini(&t);
+    sink_stop(s);
+
+    /* The message went out, then the connection closed without a reply. */
+    s = sink_start(SINK_DROP_AFTER_DATA);
+    mail_init(&t, s, mail_body);
+    run_one(f, &t, 0);
+    assert_int_equal(t.x.result, CLIENT_NO_ANSWER);
+    pthread_mutex_lock(&s->mu);
+    assert_true(s->wire_len > 0);
+    pthread_mutex_unlock(&s->mu);
+    tx_fini(&t);
+    int port = s->port;
+    sink_stop(s);
+
+    /* Nothing listens any more. */
+    char url[64];
+    snprintf(url, sizeof(url), "smtp://127.0.0.1:%d", port);
+    tx_init(&t, "POST", url);
+    t.x.mail_from = strdup("a@example.com");
+    t.x.mail_rcpt[0] = strdup("b@example.com");
+    t.x.n_mail_rcpt = 1;
+    t.x.body = strdup(mail_body);
+    t.x.body_len = strlen(mail_body);
+    run_one(f, &t, 0);
+    assert_int_equal(t.x.result, CLIENT_NOT_SENT);
+    tx_fini(&t);
+}
+
+/* A mail transfer speaks only SMTP, any other transfer only HTTP. */
+static void test_smtp_protocol_separation(void **state)
+{
+    struct fixture *f = *state;
+    struct sink *s = sink_start(SINK_OK);
+    struct tx t;
+    char url[64];
+
+    snprintf(url, sizeof(url), "smtp://127.0.0.1:%d", s->port);
+    tx_init(&t, "POST", url);
+    t.x.body = strdup(mail_body);
+    t.x.body_len = strlen(mail_body);
+    run_one(f, &t, 0);
+    assert_int_equal(t.x.result, CLIENT_NOT_SENT);
+    tx_fini(&t);
+
+    url_of(f, "/echo", url, sizeof(url));
+    tx_init(&t, "POST", url);
+    t.x.mail_from = strdup("a@example.com");
+    t.x.mail_rcpt[0] = strdup("b@example.com");
+    t.x.n_mail_rcpt = 1;
+    run_one(f, &t, 0);
+    assert_int_equal(t.x.result, CLIENT_NOT_SENT);
+    assert_int_equal(srv_hits(f->s), 0);
+    tx_fini(&t);
+
+    pthread_mutex_lock(&s->mu);
+    assert_int_equal(s->mails, 0);
+    pthread_mutex_unlock(&s->mu);
+    sink_stop(s);
+}
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
@@ -799,6 +1217,10 @@ int main(void)
         cmocka_unit_test_setup_teardown(test_chained_submits_from_callbacks, setup, teardown),
         cmocka_unit_test_setup_teardown(test_destroy_with_work_in_flight, setup, teardown),
         cmocka_unit_test(test_clocks),
+        cmocka_unit_test_setup_teardown(test_smtp_send, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_smtp_refusals, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_smtp_not_sent_and_no_answer, setup, teardown),
+        cmocka_unit_test_setup_teardown(test_smtp_protocol_separation, setup, teardown),
     };
     int rc = cmocka_run_group_tests(tests, NULL, NULL);
     curl_global_cleanup();
