@@ -364,13 +364,63 @@ struct agape_auth_ops {
     agape_step_fn verify_id_token;
 };
 
-/* Analytics: input {"events": [...]} → result {"accepted": n}. */
+/*
+ * Analytics. One operation:
+ *   track_batch: {"events": [event, ...]}, 1 to 25 events of ONE client: the core
+ *                groups events by client_id, else by user_id, and batches at most 25
+ *                (GA4's limit); a plugin refuses a larger or mixed batch as INVALID.
+ *     event, either shape (API.md):
+ *       GA4:  {"name", "params"?: {k: v}, "user_id"?, "client_id"?,
+ *              "timestamp_micros"? (int, µs since the epoch: when it happened)}
+ *       seed: {"category", "action", "label"?, "value"? (number), "user_id"?,
+ *              "client_id"?, "timestamp_micros"?}
+ *     The plugin maps the seed shape itself, so the core stays provider-agnostic
+ *     (google_analytics: name = the action lower-cased with every other character
+ *     "_", params {"event_category", "event_label"?, "value"?}). With no client_id,
+ *     google_analytics derives a stable one from user_id ("agape." + the first 16
+ *     hex digits of SHA-256(user_id)); an event with neither is INVALID.
+ *   Result: {"accepted": n}, the events sent (GA4 answers 2xx without validating).
+ *   An event the provider's rules refuse fails the whole batch with INVALID and an
+ *   err naming it ("events[3].name ..."): the core drops or splits the batch, it
+ *   never retries it as is.
+ */
 struct agape_analytics_ops {
     uint32_t size;
     agape_step_fn track_batch;
 };
 
-/* Monitoring: report an error, send metrics. */
+/*
+ * Monitoring. Operations (NULL when the provider has no such API: sentry has no
+ * send_metrics; the core skips the provider for that operation):
+ *   report_error: {"event_id"? (32 hex; pass the id answered to the client so that a
+ *                 retry keeps it and the provider de-duplicates; else the plugin makes
+ *                 one), "message"? (string), "exception"?: {"type", "value"?},
+ *                 "level"? ("fatal" | "error" | "warning" | "info" | "debug"; default
+ *                 "error"), "tags"?: {k: string | int | bool} (at most 64), "user"?:
+ *                 {"id"?, "username"?, "email"?, "ip_address"?}, "timestamp"? (RFC 3339;
+ *                 default now), "platform"? (a Sentry platform name; default "c")};
+ *                 "message" or "exception" is required.
+ *     Result: {"event_id"} (+ "uuid" for newrelic).
+ *     Plugins scrub before sending, whatever the provider: user.email and
+ *     user.ip_address are dropped unless the provider's send_default_pii is true;
+ *     in message, exception.value and tag values anything that looks like a bearer
+ *     token, an API key (sk_live_, sk_test_, rk_, agk_, ses_, whsec_), an e-mail
+ *     address or a card-like number (13-19 digits) becomes "[Filtered]". A tag
+ *     whose key is not 1-32 of [A-Za-z0-9_.:-] is dropped (and logged), not fatal.
+ *   send_metrics: {"metrics": [{"name", "type"? ("gauge" default | "count" |
+ *                 "summary"), "value": number, or for a summary {"count", "sum",
+ *                 "min", "max"}, "interval_ms"? (needed by count and summary, here or
+ *                 at the top), "timestamp_ms"?, "attributes"?: {k: string | number |
+ *                 bool}}], "timestamp_ms"? (default now), "interval_ms"? (the flush
+ *                 interval), "attributes"?: {...} (common to all)}
+ *     Result: {"requestId"?}.
+ *   Outcomes: OK on 2xx (retry_after_ms may still be set: the provider asks for
+ *   nothing more during that time, as Sentry's X-Sentry-Rate-Limits does);
+ *   RATE_LIMITED on 429 with retry_after_ms; AUTH on 401/403; INVALID on other
+ *   4xx; UNAVAILABLE on 5xx (and New Relic's 408). Telemetry has no idempotency
+ *   key: a retry after UNKNOWN may duplicate a metric (an error is de-duplicated by
+ *   its event_id at Sentry).
+ */
 struct agape_monitoring_ops {
     uint32_t size;
     agape_step_fn report_error;

@@ -60,6 +60,9 @@ struct mock_provider {
 };
 
 extern const struct mock_provider mock_stripe;
+extern const struct mock_provider mock_ga4;      /* prov_ga4.c: GA4 Measurement Protocol */
+extern const struct mock_provider mock_sentry;   /* prov_sentry.c: envelope endpoint */
+extern const struct mock_provider mock_newrelic; /* prov_newrelic.c: Metric and Event APIs */
 extern const struct mock_provider mock_paypal;
 extern const struct mock_provider mock_oidc; /* prov_oidc.c: Google-shaped OpenID issuer */
 extern const struct mock_provider mock_sendgrid; /* prov_sendgrid.c: v3 Mail Send */

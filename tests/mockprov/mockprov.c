@@ -25,6 +25,9 @@
 
 static const struct mock_provider *const providers[] = {
     &mock_stripe,
+    &mock_ga4,
+    &mock_sentry,
+    &mock_newrelic,
     &mock_paypal,
     &mock_oidc,
     &mock_sendgrid,

@@ -892,7 +892,7 @@ static void *sink_serve(void *arg)
         } else if (strncasecmp(line, "AUTH PLAIN", 10) == 0) {
             char cred[256];
             if (line[10] == ' ') {
-                snprintf(cred, sizeof(cred), "%s", line + 11);
+                snprintf(cred, sizeof(cred), "%.255s", line + 11);
             } else {
                 sink_send(fd, "334 \r\n");
                 if (!sink_line(fd, cred, sizeof(cred))) {
@@ -906,13 +906,13 @@ static void *sink_serve(void *arg)
                                                    : "235 2.7.0 Authenticated\r\n");
         } else if (strncasecmp(line, "MAIL FROM:", 10) == 0) {
             pthread_mutex_lock(&s->mu);
-            snprintf(s->from, sizeof(s->from), "%s", line + 10);
+            snprintf(s->from, sizeof(s->from), "%.255s", line + 10);
             s->mails++;
             pthread_mutex_unlock(&s->mu);
             sink_send(fd, "250 2.1.0 Ok\r\n");
         } else if (strncasecmp(line, "RCPT TO:", 8) == 0) {
             pthread_mutex_lock(&s->mu);
-            snprintf(s->rcpt, sizeof(s->rcpt), "%s", line + 8);
+            snprintf(s->rcpt, sizeof(s->rcpt), "%.255s", line + 8);
             pthread_mutex_unlock(&s->mu);
             sink_send(fd, s->mode == SINK_RCPT_550 ? "550 5.1.1 No such user\r\n"
                                                    : "250 2.1.5 Ok\r\n");
