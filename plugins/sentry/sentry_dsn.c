@@ -193,7 +193,7 @@ int sentry_dsn_parse(const char *dsn, char **envelope_url, char **public_key, ch
         *p = (char)tolower((unsigned char)*p);
     }
     bool https = strcmp(scheme, "https") == 0;
-    char port_part[8] = "";
+    char port_part[24] = "";
     if (port >= 0 && port != (https ? 443 : 80)) {
         snprintf(port_part, sizeof(port_part), ":%ld", port);
     }
