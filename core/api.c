@@ -4,7 +4,9 @@
 #include "auth.h"
 
 #include "breaker.h"
+#include "events.h" /* observability engineer: /v1/events, /v1/errors */
 #include "log.h"
+#include "messages.h" /* messages engineer */
 #include "metrics.h"
 
 #include <stdio.h>
@@ -194,10 +196,16 @@ void api_route(struct httpd_req *r)
         admin_reload(r);
         return;
     }
+    if (api_messages_route(r)) { /* messages engineer: /v1/messages (api_messages.c) */
+        return;
+    }
     if (api_webhooks_route(r)) { /* webhooks, their admin endpoints, admin kv/outbox */
         return;
     }
     if (api_auth_route(r)) { /* /v1/auth/...: end-user sign-in (api_auth.c) */
+        return;
+    }
+    if (api_events_route(r)) { /* POST /v1/events, /v1/errors (api_events.c) */
         return;
     }
     httpd_reply_error(r, 404, "not_found", NULL, "no route for %s %s", m, p);

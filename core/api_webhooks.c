@@ -275,6 +275,18 @@ static void verify_step(struct httpd_req *r)
         wh_verified(r);
         return;
     }
+    enum agape_outcome o = w->hc.pub.outcome;
+    if (st == AGAPE_STEP_DONE && (o == AGAPE_OUTCOME_UNAVAILABLE ||
+                                  o == AGAPE_OUTCOME_RATE_LIMITED ||
+                                  o == AGAPE_OUTCOME_UNKNOWN || o == AGAPE_OUTCOME_AUTH)) {
+        /* The check itself could not be made (a certificate host or a verify
+         * API is down, or our credentials for it are refused): not a forged
+         * webhook. 503 asks the provider to deliver it again later. */
+        httpd_reply_error(r, 503, "provider_unavailable", NULL,
+                          "the %s webhook could not be verified now: %s; deliver it again later",
+                          w->prov->name, w->hc.pub.err[0] ? w->hc.pub.err : "try later");
+        return;
+    }
     httpd_reply_error(r, 400, "invalid_signature", NULL, "%s",
                       w->hc.pub.err[0] ? w->hc.pub.err : "the signature could not be verified");
 }

@@ -36,4 +36,12 @@ bool crypto_verify_rsa_sha256_jwk(const void *n, size_t nlen, const void *e, siz
                                   const void *msg, size_t mlen, const void *sig, size_t siglen);
 uint32_t crypto_crc32(const void *data, size_t len);
 
+/* host->x509_check (include/agape/plugin.h): true when `pem` (len bytes) is a
+ * PEM certificate whose subject's last CN ends with cn_suffix (ASCII case-
+ * insensitive; NULL skips the check) and, when check_time, now_s (seconds)
+ * lies within its notBefore..notAfter. On false, err (when non-NULL) says
+ * why, naming the CN or the date. The chain is not checked. */
+bool crypto_x509_check(const char *pem, size_t len, const char *cn_suffix, int64_t now_s,
+                       bool check_time, char *err, size_t errlen);
+
 #endif

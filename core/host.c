@@ -928,6 +928,7 @@ static const struct agape_host table = {
     .cache_put = host_cache_put,
     .req_mail = host_req_mail,
     .gzip = host_gzip,
+    .x509_check = crypto_x509_check,
 };
 
 const struct agape_host *host_table(void)

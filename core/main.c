@@ -5,8 +5,10 @@
 #include "httpd.h"
 #include "log.h"
 #include "metrics.h"
+#include "monitor.h" /* observability engineer */
 #include "ratelimit.h"
 #include "reconcile.h"
+#include "messages.h" /* messages engineer */
 #include "worker.h" /* webhooks engineer */
 
 #include <curl/curl.h>
@@ -292,6 +294,7 @@ static void gauges(struct agape_buf *out, void *arg)
         metrics_gauge_line(out, "agape_provider_inflight", "provider",
                            app->reg->providers[i]->name, st.inflight);
     }
+    monitor_gauges(out); /* observability engineer: events, errors, flushes */
 }
 
 static int cmd_run(const char *path)
@@ -374,6 +377,13 @@ static int cmd_run(const char *path)
         log_error("the reconciler could not start");
         goto out;
     }
+    if (monitor_start(&app) != AGAPE_OK) { /* observability engineer: "event" and "error"
+                                              kinds, metrics flush; before worker_start */
+        goto out;
+    }
+    if (messages_start(&app) != AGAPE_OK) { /* messages engineer: kind "message" */
+        goto out;
+    }
     if (worker_start(&app) != AGAPE_OK) { /* webhooks engineer: outbox/inbox worker */
         goto out;
     }
@@ -410,8 +420,11 @@ out:
         }
     }
     worker_stop(); /* webhooks engineer: before the scripts and the store go */
+    messages_drain(5000); /* messages engineer: let sends in flight record their outcome */
+    monitor_stop(); /* observability engineer: after the worker, before the client */
     reconcile_stop(recon);
     client_destroy(app.client);
+    messages_stop(); /* messages engineer: after the client ended the last calls */
     if (app.httpd) {
         wait_idle(app.httpd, 5000);
         httpd_stop(app.httpd);
@@ -420,6 +433,7 @@ out:
     dispatch_detach(app.reg);
     registry_destroy(app.reg);
     store_close(app.store);
+    monitor_free(); /* observability engineer: after the store's last commit */
     if (ret == 0) {
         log_info("stopped");
     }

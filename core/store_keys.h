@@ -51,6 +51,12 @@
  *                  whose outcome is not known yet. Written in the same batch as the
  *                  payment's first record (due after the payment deadline, so a crash
  *                  mid-call leaves it to the reconciler), deleted with the final outcome.
+ *                  "msg:" message id (S) → JSON message record (messages.h). Written
+ *                  with its outbox item {"kind":"message","id"} in one batch.
+ *                  "mref:<provider>" | 0x00 | provider reference (S) → message id (S):
+ *                  finds a message from a delivery webhook; written with "sent".
+ *                  "mfail:" message id (S) → "" (empty): the failed messages, for the
+ *                  admin list; written with "failed", deleted by an admin retry.
  */
 #ifndef AGAPE_STORE_KEYS_H
 #define AGAPE_STORE_KEYS_H

@@ -1,4 +1,14 @@
-/* worker — runs due webhook events from the outbox (see worker.h).
+/* worker — runs due outbox items, each through its kind's handler; the
+ * "webhook" kind is built in (see worker.h).
+ *
+ * Why leases carry the scan number at which they were released: a handler
+ * that takes an item commits its outcome asynchronously and then releases
+ * it. A scan whose read snapshot began before that commit still sees the
+ * item; if its lease were simply gone by the time the scan looked, the item
+ * would be handed out twice. A released lease therefore stays (as a
+ * tombstone) through the scan that was running when it was released, and is
+ * purged when the next scan starts — whose snapshot begins after the release
+ * and so after the commit.
  *
  * Why one lock around each event: the worker reads the inbox record, runs
  * the rule and writes the record back; an admin replay does the same read-
@@ -13,6 +23,7 @@
 
 #include "client.h"
 #include "log.h"
+#include "monitor.h"
 #include "script_rules.h"
 #include "store_keys.h"
 #include "webhook.h"
@@ -24,8 +35,8 @@
 #include <string.h>
 #include <time.h>
 
-#define WORKER_BATCH 64          /* items handled per scan */
 #define WORKER_SCAN_MAX 100000   /* outbox entries looked at per scan */
+#define LEASE_BUCKETS 1024
 #define WORKER_STORE_RETRY_MS 1000
 
 struct worker {
@@ -45,6 +56,218 @@ static struct worker the_worker = {
 };
 
 static pthread_mutex_t event_lock = PTHREAD_MUTEX_INITIALIZER;
+
+/* ---- kinds and leases ------------------------------------------------- */
+
+struct kind_entry {
+    char name[WORKER_KIND_NAME_MAX + 1];
+    worker_kind_fn fn;
+    void *arg;
+};
+
+static int webhook_kind(struct app *app, const uint8_t key[16], json_t *item, void *arg);
+
+/* Written on the main thread before the worker thread starts (or by the
+ * test thread that also runs the ticks); read-only afterwards. */
+static struct kind_entry kinds[WORKER_KIND_MAX] = {{"webhook", webhook_kind, NULL}};
+static int n_kinds = 1;
+
+static worker_message_status_fn message_status_hook;
+
+struct lease {
+    uint8_t key[16];
+    uint64_t released_scan; /* 0: held; else the scan running when released */
+    struct lease *next;
+};
+
+static struct {
+    pthread_mutex_t mu;
+    struct lease *buckets[LEASE_BUCKETS];
+    uint64_t scan;       /* number of the scan in progress or last started */
+    unsigned long long held;
+    struct worker_stats st;
+} leases = {.mu = PTHREAD_MUTEX_INITIALIZER, .scan = 1};
+
+static size_t lease_bucket(const uint8_t key[16])
+{
+    /* The sequence half of the key is random (script_rules_outbox_key). */
+    uint64_t h = store_key_read_be64(key + 8) ^ store_key_read_be64(key);
+    return (size_t)(h % LEASE_BUCKETS);
+}
+
+/* Caller holds leases.mu. */
+static struct lease **lease_find(const uint8_t key[16])
+{
+    struct lease **pp = &leases.buckets[lease_bucket(key)];
+    while (*pp != NULL && memcmp((*pp)->key, key, 16) != 0) {
+        pp = &(*pp)->next;
+    }
+    return pp;
+}
+
+/* True when the item must not be handed out by the scan in progress. */
+static bool lease_blocks(const uint8_t key[16])
+{
+    pthread_mutex_lock(&leases.mu);
+    struct lease *l = *lease_find(key);
+    bool blocked = l != NULL && (l->released_scan == 0 || l->released_scan >= leases.scan);
+    pthread_mutex_unlock(&leases.mu);
+    return blocked;
+}
+
+static int lease_take(const uint8_t key[16])
+{
+    int rc = AGAPE_OK;
+    pthread_mutex_lock(&leases.mu);
+    struct lease **pp = lease_find(key);
+    if (*pp != NULL) {
+        if ((*pp)->released_scan == 0) {
+            rc = AGAPE_EBUSY;
+        } else {
+            (*pp)->released_scan = 0; /* a tombstone comes back to life */
+            leases.held++;
+        }
+    } else {
+        struct lease *l = calloc(1, sizeof(*l));
+        if (l == NULL) {
+            rc = AGAPE_ENOMEM;
+        } else {
+            memcpy(l->key, key, 16);
+            *pp = l;
+            leases.held++;
+        }
+    }
+    pthread_mutex_unlock(&leases.mu);
+    return rc;
+}
+
+/* Remove a lease at once (the handler finished synchronously: its commit
+ * is already visible to any later snapshot). */
+static void lease_drop(const uint8_t key[16])
+{
+    pthread_mutex_lock(&leases.mu);
+    struct lease **pp = lease_find(key);
+    struct lease *l = *pp;
+    if (l != NULL) {
+        *pp = l->next;
+        if (l->released_scan == 0) {
+            leases.held--;
+        }
+        free(l);
+    }
+    pthread_mutex_unlock(&leases.mu);
+}
+
+void worker_item_release(const uint8_t key[16])
+{
+    bool found = false;
+    pthread_mutex_lock(&leases.mu);
+    struct lease *l = *lease_find(key);
+    if (l != NULL && l->released_scan == 0) {
+        l->released_scan = leases.scan;
+        leases.held--;
+        found = true;
+    }
+    pthread_mutex_unlock(&leases.mu);
+    if (found) {
+        worker_notify();
+    }
+}
+
+/* A new scan starts: number it and purge the tombstones older than it. */
+static void lease_scan_begin(void)
+{
+    pthread_mutex_lock(&leases.mu);
+    leases.scan++;
+    for (size_t i = 0; i < LEASE_BUCKETS; i++) {
+        struct lease **pp = &leases.buckets[i];
+        while (*pp != NULL) {
+            struct lease *l = *pp;
+            if (l->released_scan != 0 && l->released_scan < leases.scan) {
+                *pp = l->next;
+                free(l);
+            } else {
+                pp = &l->next;
+            }
+        }
+    }
+    pthread_mutex_unlock(&leases.mu);
+}
+
+static void leases_clear(void)
+{
+    pthread_mutex_lock(&leases.mu);
+    for (size_t i = 0; i < LEASE_BUCKETS; i++) {
+        while (leases.buckets[i] != NULL) {
+            struct lease *l = leases.buckets[i];
+            leases.buckets[i] = l->next;
+            free(l);
+        }
+    }
+    leases.held = 0;
+    pthread_mutex_unlock(&leases.mu);
+}
+
+static bool kind_name_ok(const char *k)
+{
+    size_t n = k ? strlen(k) : 0;
+    if (n == 0 || n > WORKER_KIND_NAME_MAX) {
+        return false;
+    }
+    for (size_t i = 0; i < n; i++) {
+        char c = k[i];
+        if (!((c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') || c == '_' || c == '-' ||
+              c == '.')) {
+            return false;
+        }
+    }
+    return true;
+}
+
+int worker_register_kind(const char *kind, worker_kind_fn fn, void *arg)
+{
+    if (!kind_name_ok(kind) || fn == NULL || strcmp(kind, "webhook") == 0) {
+        return AGAPE_EINVAL;
+    }
+    for (int i = 0; i < n_kinds; i++) {
+        if (strcmp(kinds[i].name, kind) == 0) {
+            kinds[i].fn = fn;
+            kinds[i].arg = arg;
+            return AGAPE_OK;
+        }
+    }
+    if (n_kinds >= WORKER_KIND_MAX) {
+        return AGAPE_ERANGE;
+    }
+    snprintf(kinds[n_kinds].name, sizeof(kinds[n_kinds].name), "%s", kind);
+    kinds[n_kinds].fn = fn;
+    kinds[n_kinds].arg = arg;
+    n_kinds++;
+    return AGAPE_OK;
+}
+
+void worker_kinds_reset(void)
+{
+    for (int i = 1; i < n_kinds; i++) {
+        memset(&kinds[i], 0, sizeof(kinds[i]));
+    }
+    n_kinds = 1;
+    message_status_hook = NULL;
+    leases_clear();
+}
+
+void worker_set_message_status_hook(worker_message_status_fn fn)
+{
+    message_status_hook = fn;
+}
+
+void worker_get_stats(struct worker_stats *out)
+{
+    pthread_mutex_lock(&leases.mu);
+    *out = leases.st;
+    out->leased = leases.held;
+    pthread_mutex_unlock(&leases.mu);
+}
 
 /* ---- configuration ---------------------------------------------------- */
 
@@ -176,7 +399,7 @@ static json_t *rule_event(json_t *rec, const char *pubid, int attempt, json_t *p
     if (ev == NULL) {
         return NULL;
     }
-    static const char *pass[] = {"payment_ref", "status", "object", NULL};
+    static const char *pass[] = {"payment_ref", "message_ref", "status", "object", NULL};
     for (int i = 0; pass[i]; i++) {
         json_t *v = json_object_get(norm, pass[i]);
         if (v != NULL) {
@@ -201,16 +424,43 @@ static json_t *apply_payment(struct app *app, struct store_batch *b, struct scri
                              const char *prov, const char *evid, json_t *norm, int64_t now)
 {
     const char *ref = json_string_value(json_object_get(norm, "payment_ref"));
+    char *pid = NULL;
+    /* >>> payment_id lookup (PayPal webhooks task). An event may name our own
+     * payment id ("payment_id", e.g. PayPal's custom_id) instead of the
+     * provider's reference; it moves the payment only if that payment is
+     * this provider's. */
+    bool by_id = false;
     if (ref == NULL || ref[0] == '\0') {
-        return NULL;
-    }
-    char *pid = payment_id_by_ref(app->store, prov, ref);
-    if (pid == NULL) {
-        log_msg(AGAPE_LOG_DEBUG, prov, "webhook %s: no payment has provider_ref %s", evid, ref);
-        return NULL;
+        const char *id = json_string_value(json_object_get(norm, "payment_id"));
+        if (id == NULL || id[0] == '\0' || strlen(id) > 128) {
+            return NULL;
+        }
+        pid = strdup(id);
+        if (pid == NULL) {
+            return NULL;
+        }
+        by_id = true;
+    } else {
+        /* <<< payment_id lookup */
+        pid = payment_id_by_ref(app->store, prov, ref);
+        if (pid == NULL) {
+            log_msg(AGAPE_LOG_DEBUG, prov, "webhook %s: no payment has provider_ref %s", evid,
+                    ref);
+            return NULL;
+        }
     }
     int rc;
     json_t *pay = load_json(app->store, STORE_PAYMENTS, pid, strlen(pid), &rc);
+    /* >>> payment_id lookup: a payment of another provider is left alone. */
+    const char *owner = json_string_value(json_object_get(pay, "provider"));
+    if (pay != NULL && by_id && (owner == NULL || strcmp(owner, prov) != 0)) {
+        log_msg(AGAPE_LOG_INFO, prov,
+                "webhook %s: payment %s is not a %s payment; the event does not move it", evid,
+                pid, prov);
+        json_decref(pay);
+        pay = NULL;
+    }
+    /* <<< payment_id lookup */
     if (pay != NULL) {
         const char *type = json_string_value(json_object_get(norm, "type"));
         const char *status = json_string_value(json_object_get(norm, "status"));
@@ -327,11 +577,25 @@ static int process_item(struct app *app, const struct worker_conf *wc, const uin
     /* The rule. */
     bool ok = true;
     char err[512] = "";
+    if (message_status_hook != NULL && json_is_object(norm) &&
+        (json_object_get(norm, "message_ref") || json_object_get(norm, "agape_message_id") ||
+         json_object_get(norm, "events"))) {
+        rc = message_status_hook(app, b, prov, evid, norm);
+        if (rc == AGAPE_EBUSY) {
+            /* The message's send is still being recorded: run the event
+             * again after the backoff, when it has been. */
+            ok = false;
+            snprintf(err, sizeof(err), "the message is still being sent; retried");
+        } else if (rc != AGAPE_OK) {
+            log_msg(AGAPE_LOG_WARN, prov, "webhook %s: delivery status not applied (rc %d)",
+                    evid, rc);
+        }
+    }
     ev = rule_event(rec, pubid, attempt, pay, sub);
     if (ev == NULL) {
         ok = false;
         snprintf(err, sizeof(err), "out of memory building the event table");
-    } else if (script_has(app->scripts, "on_webhook")) {
+    } else if (ok && script_has(app->scripts, "on_webhook")) {
         json_t *ret_v = NULL;
         rc = script_callv(app->scripts, "on_webhook", &ev, 1, &ret_v, err, sizeof(err));
         json_decref(ret_v);
@@ -392,6 +656,13 @@ static int process_item(struct app *app, const struct worker_conf *wc, const uin
         log_msg(AGAPE_LOG_WARN, prov, "webhook %s: rule failed on attempt %d of %d%s: %s", evid,
                 attempt, wc->max_attempts,
                 attempt >= wc->max_attempts ? " (the event is now failed)" : "", err);
+        /* The gateway reports its own failures to the monitoring providers. */
+        json_t *tags = json_pack("{s:s, s:s, s:s}", "source", "webhook_rule", "provider", prov,
+                                 "event_id", evid);
+        monitor_report(attempt >= wc->max_attempts ? AGAPE_LOG_ERROR : AGAPE_LOG_WARN, tags,
+                       "webhook %s: the on_webhook rule failed on attempt %d of %d: %s", evid,
+                       attempt, wc->max_attempts, err);
+        json_decref(tags);
     }
 out:
     if (run_open) {
@@ -405,20 +676,45 @@ out:
     return ret;
 }
 
+/* The built-in kind: {"kind":"webhook","provider","event_id"}. */
+static int webhook_kind(struct app *app, const uint8_t key[16], json_t *item, void *arg)
+{
+    const struct worker_conf *wc = arg;
+    const char *p = json_string_value(json_object_get(item, "provider"));
+    const char *e = json_string_value(json_object_get(item, "event_id"));
+    if (p == NULL || e == NULL || strlen(p) > WEBHOOK_PROVIDER_MAX ||
+        strlen(e) > WEBHOOK_EVENT_ID_MAX) {
+        log_warn("worker: a malformed webhook item was dropped");
+        return drop_item(app, key) == ITEM_DONE ? WORKER_ITEM_DONE : AGAPE_ESTORE;
+    }
+    return process_item(app, wc, key, p, e) == ITEM_DONE ? WORKER_ITEM_DONE : AGAPE_ESTORE;
+}
+
 /* ---- scanning ---------------------------------------------------------- */
 
 struct due_item {
     uint8_t key[16];
-    char provider[WEBHOOK_PROVIDER_MAX + 1];
-    char event_id[WEBHOOK_EVENT_ID_MAX + 1];
+    json_t *item;
 };
 
 struct scan_ctx {
     uint64_t now;
-    struct due_item *items;
-    size_t n;
     size_t seen;
+    struct due_item *items[WORKER_KIND_MAX]; /* per kind, WORKER_KIND_QUOTA each */
+    size_t n[WORKER_KIND_MAX];
+    int full;                                 /* kinds whose quota is reached */
+    unsigned long long unknown;
 };
+
+static int kind_index(const char *kind)
+{
+    for (int i = 0; kind != NULL && i < n_kinds; i++) {
+        if (strcmp(kinds[i].name, kind) == 0) {
+            return i;
+        }
+    }
+    return -1;
+}
 
 static int scan_cb(const void *key, size_t klen, const void *val, size_t vlen, void *arg)
 {
@@ -429,50 +725,117 @@ static int scan_cb(const void *key, size_t klen, const void *val, size_t vlen, v
     if (store_key_read_be64(key) > sc->now || ++sc->seen > WORKER_SCAN_MAX) {
         return 1; /* time-ordered: everything after is later */
     }
-    /* Items of other kinds are skipped without parsing them: ours are
-     * written by webhook_outbox_item, "kind" first. */
-    static const char mark[] = "{\"kind\":\"webhook\"";
-    if (vlen < sizeof(mark) - 1 || memcmp(val, mark, sizeof(mark) - 1) != 0) {
+    if (lease_blocks(key)) {
         return 0;
     }
     json_t *v = json_loadb(val, vlen, 0, NULL);
-    const char *kind = json_string_value(json_object_get(v, "kind"));
-    const char *p = json_string_value(json_object_get(v, "provider"));
-    const char *e = json_string_value(json_object_get(v, "event_id"));
-    if (kind && strcmp(kind, "webhook") == 0 && p && e && strlen(p) <= WEBHOOK_PROVIDER_MAX &&
-        strlen(e) <= WEBHOOK_EVENT_ID_MAX) {
-        struct due_item *it = &sc->items[sc->n++];
-        memcpy(it->key, key, 16);
-        snprintf(it->provider, sizeof(it->provider), "%s", p);
-        snprintf(it->event_id, sizeof(it->event_id), "%s", e);
+    int k = kind_index(json_string_value(json_object_get(v, "kind")));
+    if (k < 0) {
+        sc->unknown++;
+        json_decref(v);
+        return 0;
     }
-    json_decref(v);
-    return sc->n == WORKER_BATCH ? 1 : 0;
+    if (sc->n[k] >= WORKER_KIND_QUOTA) {
+        json_decref(v);
+        return 0;
+    }
+    struct due_item *it = &sc->items[k][sc->n[k]++];
+    memcpy(it->key, key, 16);
+    it->item = v;
+    if (sc->n[k] == WORKER_KIND_QUOTA && ++sc->full == n_kinds) {
+        return 1;
+    }
+    return 0;
+}
+
+/* One tick; *more is set when some kind may have more due items. */
+static int run_tick(struct app *app, const struct worker_conf *wc, bool *more)
+{
+    struct scan_ctx sc = {.now = (uint64_t)client_wall_ms()};
+    void *args[WORKER_KIND_MAX];
+    bool stopped[WORKER_KIND_MAX] = {false};
+    int done = 0;
+    bool failed = false;
+    *more = false;
+    for (int k = 0; k < n_kinds; k++) {
+        sc.items[k] = calloc(WORKER_KIND_QUOTA, sizeof(struct due_item));
+        if (sc.items[k] == NULL) {
+            failed = true;
+        }
+        /* The webhook kind's argument is the configuration of this tick. */
+        args[k] = k == 0 ? (void *)(uintptr_t)wc : kinds[k].arg;
+    }
+    lease_scan_begin();
+    if (failed || store_scan(app->store, STORE_OUTBOX, NULL, 0, NULL, 0, 0, scan_cb, &sc) !=
+                      AGAPE_OK) {
+        done = -1;
+        goto out;
+    }
+    /* Round-robin across kinds, oldest first within a kind. */
+    for (size_t i = 0; i < WORKER_KIND_QUOTA; i++) {
+        bool any = false;
+        for (int k = 0; k < n_kinds; k++) {
+            if (stopped[k] || i >= sc.n[k]) {
+                continue;
+            }
+            any = true;
+            struct due_item *it = &sc.items[k][i];
+            if (lease_take(it->key) != AGAPE_OK) {
+                continue;
+            }
+            int rc = kinds[k].fn(app, it->key, it->item, args[k]);
+            if (rc != WORKER_ITEM_TAKEN) {
+                lease_drop(it->key);
+            }
+            pthread_mutex_lock(&leases.mu);
+            if (rc == WORKER_ITEM_DONE || rc == WORKER_ITEM_TAKEN) {
+                leases.st.handed++;
+                done++;
+            } else if (rc == WORKER_ITEM_BUSY) {
+                leases.st.busy++;
+            } else if (rc == WORKER_ITEM_LATER) {
+                /* left for a later tick; nothing to count */
+            } else {
+                leases.st.failed++;
+            }
+            pthread_mutex_unlock(&leases.mu);
+            if (rc == WORKER_ITEM_BUSY) {
+                stopped[k] = true;
+            } else if (rc < 0 || rc > WORKER_ITEM_LATER) {
+                stopped[k] = true;
+                failed = true;
+            }
+        }
+        if (!any) {
+            break;
+        }
+    }
+    for (int k = 0; k < n_kinds; k++) {
+        if (!stopped[k] && sc.n[k] == WORKER_KIND_QUOTA) {
+            *more = true;
+        }
+    }
+    if (failed) {
+        done = -1;
+    }
+out:
+    pthread_mutex_lock(&leases.mu);
+    leases.st.ticks++;
+    leases.st.unknown = sc.unknown;
+    pthread_mutex_unlock(&leases.mu);
+    for (int k = 0; k < n_kinds; k++) {
+        for (size_t i = 0; sc.items[k] != NULL && i < sc.n[k]; i++) {
+            json_decref(sc.items[k][i].item);
+        }
+        free(sc.items[k]);
+    }
+    return done;
 }
 
 int worker_run_due(struct app *app, const struct worker_conf *wc)
 {
-    struct scan_ctx sc = {.now = (uint64_t)client_wall_ms()};
-    sc.items = calloc(WORKER_BATCH, sizeof(*sc.items));
-    if (sc.items == NULL) {
-        return 0;
-    }
-    int rc = store_scan(app->store, STORE_OUTBOX, NULL, 0, NULL, 0, 0, scan_cb, &sc);
-    int done = 0;
-    if (rc == AGAPE_OK) {
-        for (size_t i = 0; i < sc.n; i++) {
-            if (process_item(app, wc, sc.items[i].key, sc.items[i].provider,
-                             sc.items[i].event_id) != ITEM_DONE) {
-                done = -1;
-                break;
-            }
-            done++;
-        }
-    } else {
-        done = -1;
-    }
-    free(sc.items);
-    return done;
+    bool more;
+    return run_tick(app, wc, &more);
 }
 
 /* ---- the thread -------------------------------------------------------- */
@@ -492,9 +855,10 @@ static void *worker_main(void *arg)
 {
     struct worker *w = arg;
     for (;;) {
-        int n = worker_run_due(w->app, &w->wc);
+        bool more = false;
+        int n = run_tick(w->app, &w->wc, &more);
         pthread_mutex_lock(&w->mu);
-        if (!w->stop && !w->kick && n < WORKER_BATCH) {
+        if (!w->stop && !w->kick && !more) {
             struct timespec ts;
             deadline_in(&ts, n < 0 ? WORKER_STORE_RETRY_MS : w->wc.poll_ms);
             pthread_cond_timedwait(&w->cv, &w->mu, &ts);
@@ -561,6 +925,9 @@ void worker_stop(void)
     w->running = false;
     w->app = NULL;
     pthread_mutex_unlock(&w->mu);
+    /* Handlers still holding items release them into an empty set (a no-op);
+     * their items run again after the restart. */
+    leases_clear();
 }
 
 void worker_notify(void)

@@ -115,3 +115,85 @@ function route_payment(req, ctx)
     end
     return chain
 end
+
+-- Analytics and monitoring ----------------------------------------------
+--
+-- route_event(ev, ctx): which analytics providers receive an event queued
+-- by POST /v1/events (or by agape.track in a webhook rule). The event goes
+-- to EVERY provider of the returned list; each batches its events (at most
+-- 25 per request, by client). Return {} to send it nowhere.
+--   ev   the event: ev.name (GA4 shape) or ev.category / ev.action /
+--        ev.label / ev.value (the seed shape), ev.user_id, ev.client_id,
+--        ev.params, ev.timestamp_micros
+--   ctx  ctx.available: the usable analytics providers, in configuration
+--        order
+-- The gateway calls it when the event is first delivered, not when it is
+-- accepted; an event retried later keeps the providers it still needs.
+function route_event(ev, ctx)
+    return (ctx and ctx.available) or {}
+end
+
+-- route_error(err, ctx): which monitoring providers receive an error report
+-- (POST /v1/errors, or one of the gateway's own). Every provider of the list
+-- gets it.
+--   err  err.message, err.level ("fatal", "error", "warning", "info",
+--        "debug"), err.exception = {type = …, value = …}, err.tags,
+--        err.user, err.event_id; the gateway's own reports carry
+--        err.tags.source ("circuit", …) and err.tags.provider
+--   ctx  ctx.available: the usable monitoring providers that take error
+--        reports, in configuration order
+-- For example, keep debug-level reports out of monitoring:
+--     if err.level == "debug" then return {} end
+function route_error(err, ctx)
+    return (ctx and ctx.available) or {}
+end
+
+-- ---------------------------------------------------------------------------
+-- Messages: which messaging providers to try for an e-mail or an SMS.
+--
+-- The gateway calls route_message(msg, ctx) each time it starts a delivery
+-- attempt of a message (POST /v1/messages, or agape.enqueue_message in a
+-- rule) and tries the providers of the list it returns, first to last, with
+-- retries and fail-over along it. When no provider of the list delivers,
+-- the message waits (1 s, 2 s, 4 s … up to 5 min) and is routed again.
+--
+--   msg  what is being sent:
+--          msg.id        "msg_…"
+--          msg.channel   "email" or "sms"
+--          msg.to        the recipient (an address, or an E.164 number)
+--          msg.template  the template's name, when it came from one
+--          msg.source    the webhook event that queued it, for rule messages
+--   ctx  what the gateway knows:
+--          ctx.available the usable providers that can send on this channel,
+--                        in configuration order (sandbox included)
+--          ctx.attempt   1 for the first attempt, 2 for the next, …
+--
+-- Return an array of provider names. A provider that is not usable now is
+-- skipped. After an attempt whose outcome is unknown (sent, no answer) the
+-- gateway does not ask again: the next attempt goes to the same providers.
+
+-- Preferred providers per channel: SendGrid with SMTP behind it for e-mail,
+-- Twilio for SMS. Names are the provider names of etc/agape.conf.
+local MESSAGE_PREFERENCES = {
+    email = { "sendgrid", "smtp" },
+    sms = { "twilio" },
+}
+
+function route_message(msg, ctx)
+    local available = (ctx and ctx.available) or {}
+    local wanted = MESSAGE_PREFERENCES[msg.channel] or {}
+    local chain = only_available(wanted, available)
+
+    -- None of the preferred providers is configured (e.g. the default
+    -- configuration, with the sandbox only): every usable one.
+    if #chain == 0 then
+        for _, name in ipairs(available) do
+            chain[#chain + 1] = name
+        end
+    end
+
+    if #chain == 0 then
+        agape.log("warn", "route_message: no " .. tostring(msg.channel) .. " provider is available")
+    end
+    return chain
+end

@@ -291,6 +291,18 @@ struct agape_host {
 
     /* ---- Compression: gzip (RFC 1952) of `data`, appended to `out`. */
     int (*gzip)(struct agape_buf *out, const void *data, size_t len);
+
+    /* ---- X.509 (appended; a plugin that may run on an older core checks
+     * host->size >= offsetof(struct agape_host, x509_check) + sizeof(void *)
+     * before calling it). True when `pem` (len bytes) is a PEM certificate
+     * whose subject's last common name ends with `cn_suffix` (ASCII case-
+     * insensitive; NULL skips that check) and, when `check_time`, `now_s`
+     * (seconds since the epoch) lies within its validity period. On false,
+     * `err` says why ("certificate expired on 2017-03-22T12:00:00Z").
+     * The chain is NOT checked: fetch the certificate over TLS from a host
+     * you allow-list. */
+    bool (*x509_check)(const char *pem, size_t len, const char *cn_suffix, int64_t now_s,
+                       bool check_time, char *err, size_t errlen);
 };
 
 /* ------------------------------------------------------------------ */
@@ -433,7 +445,10 @@ struct agape_monitoring_ops {
  * reason in err), or SEND when the check needs a request (a certificate, a
  * verify API). normalize() turns an authentic body into
  *   {"event_id", "type", "payment_ref"?, "status"?, "object"?: {...}}
- * in call->result.
+ * in call->result. An event that names the gateway's own payment id rather
+ * than the provider's reference may set "payment_id" instead of
+ * "payment_ref"; it moves that payment only if the payment is this
+ * provider's.
  */
 struct agape_webhook_ops {
     uint32_t size;
@@ -442,12 +457,52 @@ struct agape_webhook_ops {
 };
 
 /* ------------------------------------------------------------------ */
-/* Options: the configuration a plugin accepts from its provider entry. */
+/* Options: the configuration a plugin accepts from its provider entry.
+ *
+ * The core reads each option once, for every plugin, before init: it copies
+ * the provider's table and normalizes each declared option by its type.
+ * Absent, null and "" are "not set": the option takes its default (`dflt`,
+ * read like a value from env()) or stays absent. A value of the wrong type or
+ * out of range makes the provider unusable ("provider stripe:
+ * webhook_tolerance_s: expected an integer from 0 to 31536000"), and init is
+ * not called. Keys the schema does not declare are reported as a warning
+ * (a typo in agape.conf), except `plugin` and the core's own per-provider
+ * keys (`breaker`, `max_inflight`). So init reads plain values:
+ * host->json_str (a non-empty string, or NULL), json_int, json_bool. */
 
 enum agape_opt_flags {
     AGAPE_OPT_REQUIRED = 1u << 0, /* the provider is unusable without it */
     AGAPE_OPT_SECRET = 1u << 1    /* never logged, shown or returned */
 };
+
+/* What init finds in the normalized table for each type. */
+enum agape_opt_type {
+    AGAPE_OPT_STRING = 0, /* a non-empty string */
+    AGAPE_OPT_INT,        /* an integer within [min, max]; also given as decimal text
+                             ("300": env() gives strings) or an integral number */
+    AGAPE_OPT_BOOL,       /* true or false; also given as 1/0 or the text "1", "0",
+                             "true", "false", "yes", "no" (any case) */
+    AGAPE_OPT_URL,        /* a base URL: http:// or https://, a host, printable ASCII
+                             without spaces, no query or fragment, at most 1024 bytes;
+                             trailing slashes removed ("https://api.x.com/" →
+                             "https://api.x.com") so that paths append to it */
+    AGAPE_OPT_LIST,       /* an array of non-empty strings; given as a Lua array of
+                             strings or one comma-separated string (items trimmed of
+                             blanks, empty items dropped); an empty table is [] */
+    AGAPE_OPT_URL_EXACT,  /* as URL, but kept exactly as written (a trailing slash
+                             kept, a query allowed): URLs the provider compares, such
+                             as an OAuth redirect URI */
+    AGAPE_OPT_SMTP_URL    /* as URL, with smtp:// or smtps:// instead of http(s) */
+};
+
+/* An entry may stop after `description` (ABI v1's first layout, still valid
+ * source): the rest is zero, a STRING without default. GCC's
+ * -Wmissing-field-initializers (in -Wextra) would turn such an initializer
+ * into an error under -Werror, so it is off for the files that include this
+ * header. */
+#if defined(__GNUC__)
+#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
+#endif
 
 struct agape_option {
     const char *name;        /* key in the provider's table, e.g. "secret_key" */
@@ -455,6 +510,13 @@ struct agape_option {
     const char *env;         /* the environment variable that usually holds it, for
                                 messages ("set STRIPE_SECRET_KEY"); may be NULL */
     const char *description; /* one line */
+    /* ---- appended within ABI 1 (docs/abi-changelog.md) */
+    enum agape_opt_type type;
+    const char *dflt;        /* the default as text, read like a value from env()
+                                ("300", "true", "https://api.stripe.com", "a,b"), or
+                                NULL: not set means absent. Not with REQUIRED. */
+    int64_t min;             /* INT: the accepted range [min, max]; both 0 = any */
+    int64_t max;             /* LIST: at most `max` items (0 = no limit of its own) */
 };
 
 /* ------------------------------------------------------------------ */

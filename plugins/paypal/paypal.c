@@ -3,8 +3,9 @@
  * Payments through Orders v2 (create, get, capture) and capture refunds, with
  * an OAuth2 client-credentials token fetched as a step of the operation and
  * kept in the core's provider cache. The operations are in paypal_payment.c,
- * the answer → outcome table in paypal_errors.c; README.md documents both.
- * Webhooks come later (another task): no webhook table yet. */
+ * the answer → outcome table in paypal_errors.c, webhook verification
+ * (offline certificate check or the verify API) and normalization in
+ * paypal_webhook.c; README.md documents all three. */
 #include "paypal.h"
 
 #include <stdio.h>
@@ -19,7 +20,17 @@ static const struct agape_option paypal_options[] = {
     {"base_url", 0, "PAYPAL_API_BASE",
      "API base URL; overrides mode (default https://api-m.sandbox.paypal.com, live "
      "https://api-m.paypal.com)"},
-    {"webhook_id", 0, "PAYPAL_WEBHOOK_ID", "webhook id of the app, for webhook verification"},
+    {"webhook_id", 0, "PAYPAL_WEBHOOK_ID",
+     "webhook id of the app; without it every webhook is refused"},
+    {"webhook_verify", 0, NULL,
+     "how webhooks are verified: offline (default; certificate + RSA) or api (PayPal's "
+     "verify-webhook-signature)"},
+    {"cert_url_prefixes", 0, NULL,
+     "allowed PAYPAL-CERT-URL prefixes (list or comma-separated), default PayPal's API hosts"},
+    {"webhook_check_cert_expiry", 0, NULL,
+     "refuse an expired or not yet valid signing certificate (default true)"},
+    {"webhook_tolerance_s", 0, NULL,
+     "accepted PAYPAL-TRANSMISSION-TIME skew in seconds, default 300; 0 disables the check"},
     {"brand_name", 0, NULL, "label shown to the buyer instead of the account's business name"},
     {NULL, 0, NULL, NULL},
 };
@@ -48,6 +59,7 @@ static void paypal_destroy(void *p)
     free(ctx->base_url);
     free(ctx->webhook_id);
     free(ctx->brand_name);
+    paypal_webhook_destroy(ctx);
     free(ctx);
 }
 
@@ -209,6 +221,10 @@ static int paypal_init(const struct agape_host *host, const struct agape_json *c
         snprintf(err, errlen, "base_url has no host (PAYPAL_API_BASE)");
         goto out;
     }
+    rc = paypal_webhook_init(host, conf, ctx, err, errlen);
+    if (rc != AGAPE_OK) {
+        goto out;
+    }
     *out = ctx;
     ctx = NULL;
     rc = AGAPE_OK;
@@ -225,17 +241,23 @@ static const struct agape_payment_ops paypal_payment_ops = {
     .refund = paypal_refund,
 };
 
+static const struct agape_webhook_ops paypal_webhook_ops = {
+    .size = sizeof(struct agape_webhook_ops),
+    .verify = paypal_webhook_verify,
+    .normalize = paypal_webhook_normalize,
+};
+
 static const struct agape_plugin paypal_plugin = {
     .abi_version = AGAPE_PLUGIN_ABI_VERSION,
     .size = sizeof(struct agape_plugin),
     .name = "paypal",
     .version = "1.0.0",
-    .kinds = AGAPE_KIND_PAYMENT,
+    .kinds = AGAPE_KIND_PAYMENT | AGAPE_KIND_WEBHOOK,
     .options = paypal_options,
     .init = paypal_init,
     .destroy = paypal_destroy,
     .payment = &paypal_payment_ops,
-    .webhook = NULL, /* webhook verification is a later task */
+    .webhook = &paypal_webhook_ops,
 };
 
 AGAPE_PLUGIN_DEFINE(paypal_plugin)

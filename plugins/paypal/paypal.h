@@ -29,14 +29,36 @@
 #define PAYPAL_DESCRIPTION_MAX 127
 #define PAYPAL_BRAND_NAME_MAX 127
 
+/* Webhooks (paypal_webhook.c, PROVIDERS.md §2.5). */
+#define PAYPAL_CERT_PREFIXES_MAX 16
+#define PAYPAL_WEBHOOK_TOLERANCE_S 300
+
 struct paypal_ctx {
     char *client_id;     /* not secret, but never needed in err either */
     char *client_secret; /* never logged, never in err or result */
     char *base_url;      /* without a trailing slash */
-    char *webhook_id;    /* or NULL; for the webhook task */
+    char *webhook_id;    /* or NULL: every webhook is then refused */
     char *brand_name;    /* or NULL */
     bool live;           /* mode = live */
+    /* ---- webhooks (set by paypal_webhook_init) ---- */
+    bool webhook_api;    /* webhook_verify = "api" (method A) rather than "offline" */
+    bool check_cert_expiry;
+    int64_t webhook_tolerance_s; /* 0: transmission time not checked */
+    char *cert_prefixes[PAYPAL_CERT_PREFIXES_MAX]; /* allowed PAYPAL-CERT-URL prefixes */
+    size_t n_cert_prefixes;
 };
+
+/* ---- paypal_webhook.c: webhook verification and normalization ---- */
+
+/* Read the webhook options (webhook_verify, cert_url_prefixes,
+ * webhook_check_cert_expiry, webhook_tolerance_s) into ctx; main thread, from
+ * paypal_init. AGAPE_OK or a negative rc with err naming the option. */
+int paypal_webhook_init(const struct agape_host *host, const struct agape_json *conf,
+                        struct paypal_ctx *ctx, char *err, size_t errlen);
+/* Free what paypal_webhook_init allocated (safe on a partly made ctx). */
+void paypal_webhook_destroy(struct paypal_ctx *ctx);
+enum agape_step paypal_webhook_verify(struct agape_call *call);
+enum agape_step paypal_webhook_normalize(struct agape_call *call);
 
 /* ---- paypal_payment.c: the operations ---- */
 enum agape_step paypal_charge(struct agape_call *call);
@@ -80,5 +102,23 @@ void paypal_scrub(struct agape_call *call, char *s, size_t cap);
 
 /* Drop an incomplete UTF-8 sequence at the end of s. */
 void paypal_utf8_trim(char *s);
+
+/* ---- paypal_payment.c: the token-step driver ---- */
+
+/* An operation: its input check-and-build, its API request, its answer. */
+struct paypal_op {
+    enum paypal_what what;
+    /* Step 0: check the input (err filled, false when wrong). */
+    bool (*check)(struct agape_call *call);
+    /* The API request with this token (req_start…); AGAPE_OK or an rc. */
+    int (*build)(struct agape_call *call, const char *token);
+    /* Any answer to the API request but the 401 that triggers a refresh. */
+    enum agape_step (*answer)(struct agape_call *call);
+};
+
+/* Run `op` with the OAuth token as a step of the same call (the cached token,
+ * or a token request first; one refresh on a 401 to a cached token). Uses
+ * call->state members phase, cached, refreshed, req. */
+enum agape_step paypal_run(struct agape_call *call, const struct paypal_op *op);
 
 #endif

@@ -34,16 +34,8 @@
 #define PAYPAL_CAPTURE_ID_MAX 64
 #define PAYPAL_URL_MAX 2048
 
-/* An operation: its input check-and-build, its API request, its answer. */
-struct paypal_op {
-    enum paypal_what what;
-    /* Step 0: check the input (err filled, false when wrong). */
-    bool (*check)(struct agape_call *call);
-    /* The API request with this token (req_start…); AGAPE_OK or an rc. */
-    int (*build)(struct agape_call *call, const char *token);
-    /* Any answer to the API request but the 401 that triggers a refresh. */
-    enum agape_step (*answer)(struct agape_call *call);
-};
+/* struct paypal_op (an operation: check, build, answer) is in paypal.h:
+ * paypal_webhook.c runs the verify API through paypal_run() too. */
 
 static enum agape_step paypal_fail(struct agape_call *call, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
@@ -476,7 +468,7 @@ out:
 }
 
 /* The driver every operation runs through (see the top of the file). */
-static enum agape_step paypal_run(struct agape_call *call, const struct paypal_op *op)
+enum agape_step paypal_run(struct agape_call *call, const struct paypal_op *op)
 {
     const struct agape_host *h = call->host;
 

@@ -11,6 +11,17 @@
  *        chooses how its capture goes (default COMPLETED)
  *   GET  /checkoutnow?token=<order id>      the approval link itself does the same
  *   POST /_mock/paypal/revoke_tokens        forgets every token (the next call gets 401)
+ *   POST /_mock/paypal/verify_all           {"verify_all": true|false}: the verify API
+ *        answers SUCCESS to any well-formed request (for events built by tests)
+ *
+ * Webhooks (PROVIDERS.md §2.5, §10.4):
+ *   GET  /v1/notifications/certs/<name>     the §10.4 signing certificate for
+ *        CERT-360caa42-fca2a594-a5cafa77 (404 INVALID_RESOURCE_ID for any other name)
+ *   POST /v1/notifications/verify-webhook-signature   Bearer token; all seven members
+ *        required (400 VALIDATION_ERROR else); SUCCESS when the request carries the §10.4
+ *        transmission id, time, signature and webhook id and its raw bytes contain the
+ *        §10.4 body exactly (spliced, not re-serialized), or when verify_all is on;
+ *        FAILURE otherwise (HTTP 200 either way, as PayPal answers)
  *
  * Idempotency is PayPal's: a PayPal-Request-Id seen before on the same path
  * replays the stored 2xx answer with 200 instead of 201 (§2.2); refusals
@@ -828,6 +839,166 @@ out:
     json_decref(in);
 }
 
+/* ------------------------------------------------------------------ */
+/* Webhooks: the signing certificate and the verify API (§10.4)         */
+
+#define PP_WH_CERT_NAME "CERT-360caa42-fca2a594-a5cafa77"
+#define PP_WH_ID "dfb3be50-fd74-11e4-8bf3-77339302725b"
+#define PP_WH_TIME "2015-05-18T15:45:13Z"
+#define PP_WH_WEBHOOK_ID "4JH86294D6297924G"
+#define PP_WH_SIG                                                                          \
+    "thy4/U002quzxFavHPwbfJGcc46E8rc5jzgyeafWm5mICTBdY/8rl7WJpn8JA0GKA+oDTPsSruqusw+XXg5R" \
+    "LAP7ip53Euh9Xu3UbUhQFX7UgwzE2FeYoY6lyRMiiiQLzy9BvHfIzNIVhPad4KnC339dr6y2l+mN8ALgI4G" \
+    "CdIh3/SoJO5wE64Bh/ueWtt8EVuvsvXfda2Le5a2TrOI9vLEzsm9GS79hAR/5oLexNz8UiZr045Mr5ObroH4" \
+    "w4oNfmkTaDk9Rj0G19uvISs5QzgmBpauKr7Nw++JI0pr/v5mFctQkoWJSGfBGzPRXawrvIIVHQ9Wer48GR2g" \
+    "9ZiApWg=="
+
+/* tests/fixtures/paypal/cert.pem (PROVIDERS.md §10.4) */
+static const char pp_wh_cert[] =
+    "-----BEGIN CERTIFICATE-----\n"
+    "MIIHqDCCBpCgAwIBAgIQCSVMkxB1Kw9SPZtpAr3lTDANBgkqhkiG9w0BAQsFADB1\n"
+    "MQswCQYDVQQGEwJVUzEVMBMGA1UEChMMRGlnaUNlcnQgSW5jMRkwFwYDVQQLExB3\n"
+    "d3cuZGlnaWNlcnQuY29tMTQwMgYDVQQDEytEaWdpQ2VydCBTSEEyIEV4dGVuZGVk\n"
+    "IFZhbGlkYXRpb24gU2VydmVyIENBMB4XDTE1MDMxODAwMDAwMFoXDTE3MDMyMjEy\n"
+    "MDAwMFowggElMR0wGwYDVQQPDBRQcml2YXRlIE9yZ2FuaXphdGlvbjETMBEGCysG\n"
+    "AQQBgjc8AgEDEwJVUzEZMBcGCysGAQQBgjc8AgECEwhEZWxhd2FyZTEQMA4GA1UE\n"
+    "BRMHMzAxNDI2NzEWMBQGA1UECRMNMjIxMSBOIDFzdCBTdDEOMAwGA1UEERMFOTUx\n"
+    "MzExCzAJBgNVBAYTAlVTMRMwEQYDVQQIEwpDYWxpZm9ybmlhMREwDwYDVQQHEwhT\n"
+    "YW4gSm9zZTEVMBMGA1UEChMMUGF5UGFsLCBJbmMuMRgwFgYDVQQLEw9QYXJ0bmVy\n"
+    "IFN1cHBvcnQxNDAyBgNVBAMTK21lc3NhZ2V2ZXJpZmljYXRpb25jZXJ0cy5zYW5k\n"
+    "Ym94LnBheXBhbC5jb20wggEiMA0GCSqGSIb3DQEBAQUAA4IBDwAwggEKAoIBAQDI\n"
+    "XgwJj1E+vPOLNA7e3nFsRpQq7G1CFcoCNeRgFIGRfd4itt2jBRPfHXf1eeXODQ6V\n"
+    "wTMP6rVYrI3HBQu5SZRZKO3gALPiBWTcz5FhVovYDz/d/DtasA5L7l1xmRM+GGPE\n"
+    "e/D3ETPeyym6GTAuIzR1ju1BuSQlVnIrcILDHrFZo0RyqFH1eNL3oYfgz+ZCv+WH\n"
+    "65rhS60VowiLAb2lsARckJ2P8wKIps3YUxAqVG5SJ9H49ueBDI01wEzE/+59J8s9\n"
+    "GThmbMTqP6x4MneAcGN1TPimGd9wZlbwwrCYDtCoqFDcxMVgvD83uPrIinFwTIOX\n"
+    "w63QSv8/+ANuawBcNJDrAgMBAAGjggOAMIIDfDAfBgNVHSMEGDAWgBQ901Cl1qCt\n"
+    "7vNKYApl0yHU+PjWDzAdBgNVHQ4EFgQUt5yLggZOjjfzULzZCgX2KZO3R/gwNgYD\n"
+    "VR0RBC8wLYIrbWVzc2FnZXZlcmlmaWNhdGlvbmNlcnRzLnNhbmRib3gucGF5cGFs\n"
+    "LmNvbTAOBgNVHQ8BAf8EBAMCBaAwHQYDVR0lBBYwFAYIKwYBBQUHAwEGCCsGAQUF\n"
+    "BwMCMHUGA1UdHwRuMGwwNKAyoDCGLmh0dHA6Ly9jcmwzLmRpZ2ljZXJ0LmNvbS9z\n"
+    "aGEyLWV2LXNlcnZlci1nMS5jcmwwNKAyoDCGLmh0dHA6Ly9jcmw0LmRpZ2ljZXJ0\n"
+    "LmNvbS9zaGEyLWV2LXNlcnZlci1nMS5jcmwwQgYDVR0gBDswOTA3BglghkgBhv1s\n"
+    "AgEwKjAoBggrBgEFBQcCARYcaHR0cHM6Ly93d3cuZGlnaWNlcnQuY29tL0NQUzCB\n"
+    "iAYIKwYBBQUHAQEEfDB6MCQGCCsGAQUFBzABhhhodHRwOi8vb2NzcC5kaWdpY2Vy\n"
+    "dC5jb20wUgYIKwYBBQUHMAKGRmh0dHA6Ly9jYWNlcnRzLmRpZ2ljZXJ0LmNvbS9E\n"
+    "aWdpQ2VydFNIQTJFeHRlbmRlZFZhbGlkYXRpb25TZXJ2ZXJDQS5jcnQwDAYDVR0T\n"
+    "AQH/BAIwADCCAX0GCisGAQQB1nkCBAIEggFtBIIBaQFnAHUApLkJkLQYWBSHuxOi\n"
+    "zGdwCjw1mAT5G9+443fNDsgN3BAAAAFMLovtNgAABAMARjBEAiBTR7r3p76qUJzF\n"
+    "23lsbD/cLsA0KlxoJRSIvIK0OIYWiQIgVQWja8tWBlpcoFP30Iym7IuczitSazpH\n"
+    "fhKAVroTgXgAdgBo9pj4H2SCvjqM7rkoHUz8cVFdZ5PURNEKZ6y7T0/7xAAAAUwu\n"
+    "i+z4AAAEAwBHMEUCIEP3VYyLQB7lOgFo4WstyOurmRe3xa0OVaeFL/bDohHOAiEA\n"
+    "+xQrRVAfaeT4qBdBJzLyVLU4V9bh/qBMXJdjvYujhAcAdgBWFAaaL9fC7NP14b1E\n"
+    "sj7HRna5vJkRXMDvlJhV1onQ3QAAAUwui+6EAAAEAwBHMEUCIQC/YUc5X6xyb3ho\n"
+    "o4VMSJqSoNg9KKkvLh9nUQCdwHi3/QIgNwcBc9ZZCR/aWXQ7hKH6d39kpkDX2Z43\n"
+    "XPy/Kl5sKI4wDQYJKoZIhvcNAQELBQADggEBAHixEZNpb0M1MsvsfNI6lLKxrs9s\n"
+    "JkcBcmxrFyhTC8KP+Qp+Z1fnMRQwpTLIMr1+uAMqCPAnIShGHeFNJpUFSMyW4o0l\n"
+    "+pZGz/L/YJBs7XP3ChSGC17ZKeGSQFfMqMQXfY/L6+n/1HkAwqmewqUMEuUmWN3F\n"
+    "kXJqVngIYGZtxXRyiv2azLOhrNP8BgNZK6d2gVxntQfGr4hnd8Juq8SJy/S4xpPY\n"
+    "YPD8vW7/wSOdAe1/kU38QwDVBQ5PJePS2WFwz8YA/eKcyg9lfsianfw35SjehJbn\n"
+    "wGwzUbjtibyJnv3eAeYDGxaI6vbuoE99pSmYGIwSBLJwZamJHjci6HL6wLg=\n"
+    "-----END CERTIFICATE-----\n";
+
+/* tests/fixtures/paypal/webhook_body.json: 1288 bytes, no trailing newline */
+static const char pp_wh_body[] =
+    "{\"id\":\"WH-0G2756385H040842W-5Y612302CV158622M\",\"create_time\":\"2015-05-18T15:45:13Z"
+    "\",\"resource_type\":\"sale\",\"event_type\":\"PAYMENT.SALE.COMPLETED\",\"summary\":\"Paym"
+    "ent completed for $ 20.0 USD\",\"resource\":{\"id\":\"4EU7004268015634R\",\"create_time\":"
+    "\"2015-05-18T15:44:02Z\",\"update_time\":\"2015-05-18T15:44:21Z\",\"amount\":{\"total\":\""
+    "20.00\",\"currency\":\"USD\"},\"payment_mode\":\"INSTANT_TRANSFER\",\"state\":\"completed"
+    "\",\"protection_eligibility\":\"ELIGIBLE\",\"protection_eligibility_type\":\"ITEM_NOT_RECE"
+    "IVED_ELIGIBLE,UNAUTHORIZED_PAYMENT_ELIGIBLE\",\"parent_payment\":\"PAY-86C81811X5228590KKV"
+    "NARQQ\",\"transaction_fee\":{\"value\":\"0.88\",\"currency\":\"USD\"},\"links\":[{\"href\""
+    ":\"https://api.sandbox.paypal.com/v1/payments/sale/4EU7004268015634R\",\"rel\":\"self\",\""
+    "method\":\"GET\"},{\"href\":\"https://api.sandbox.paypal.com/v1/payments/sale/4EU700426801"
+    "5634R/refund\",\"rel\":\"refund\",\"method\":\"POST\"},{\"href\":\"https://api.sandbox.pay"
+    "pal.com/v1/payments/payment/PAY-86C81811X5228590KKVNARQQ\",\"rel\":\"parent_payment\",\"me"
+    "thod\":\"GET\"}]},\"links\":[{\"href\":\"https://api.sandbox.paypal.com/v1/notifications/w"
+    "ebhooks-events/WH-0G2756385H040842W-5Y612302CV158622M\",\"rel\":\"self\",\"method\":\"GET"
+    "\"},{\"href\":\"https://api.sandbox.paypal.com/v1/notifications/webhooks-events/WH-0G27563"
+    "85H040842W-5Y612302CV158622M/resend\",\"rel\":\"resend\",\"method\":\"POST\"}]}";
+
+static void webhook_cert(const struct mock_req *rq, struct mock_resp *rs)
+{
+    if (strcmp(rq->params[0], PP_WH_CERT_NAME) != 0) {
+        mock_json(rs, 404, json_pack("{s:s, s:[], s:s}", "name", "INVALID_RESOURCE_ID",
+                                     "details", "message", "Resource id is invalid"));
+        debug_id(rs, NULL, 0);
+        return;
+    }
+    free(rs->body);
+    rs->status = 200;
+    rs->body = strdup(pp_wh_cert);
+    snprintf(rs->content_type, sizeof(rs->content_type), "application/x-pem-file");
+}
+
+static bool str_is(json_t *o, const char *key, const char *want)
+{
+    const char *v = json_string_value(json_object_get(o, key));
+    return v != NULL && strcmp(v, want) == 0;
+}
+
+static void verify_webhook(const struct mock_req *rq, struct mock_resp *rs)
+{
+    static const char *const required[] = {"auth_algo",         "cert_url",
+                                           "transmission_id",   "transmission_sig",
+                                           "transmission_time", "webhook_id"};
+    if (!authorized(rq, rs)) {
+        return;
+    }
+    json_t *in = json_loadb(rq->body, rq->body_len, 0, NULL);
+    if (!json_is_object(in)) {
+        invalid_request(rs, "/", "MALFORMED_REQUEST_JSON", "The request JSON is not well formed.");
+        json_decref(in);
+        return;
+    }
+    const char *missing = NULL;
+    for (size_t i = 0; i < sizeof(required) / sizeof(required[0]) && !missing; i++) {
+        const char *v = json_string_value(json_object_get(in, required[i]));
+        if (v == NULL || v[0] == '\0') {
+            missing = required[i];
+        }
+    }
+    if (missing == NULL && !json_is_object(json_object_get(in, "webhook_event"))) {
+        missing = "webhook_event";
+    }
+    if (missing != NULL) {
+        char field[64];
+        snprintf(field, sizeof(field), "/%s", missing);
+        pp_error(rs, 400, "VALIDATION_ERROR", "Invalid request - see details", field, NULL,
+                 "body", "MISSING_REQUIRED_PARAMETER", "A required field is missing.");
+        json_decref(in);
+        return;
+    }
+    bool all = json_is_true(json_object_get(mock_bucket("paypal.webhooks"), "verify_all"));
+    /* The §10.4 delivery, with the event's bytes exactly as PayPal sent them. */
+    size_t blen = sizeof(pp_wh_body) - 1;
+    bool raw = rq->body_len >= blen && memmem(rq->body, rq->body_len, pp_wh_body, blen) != NULL;
+    bool vector = raw && str_is(in, "transmission_sig", PP_WH_SIG) &&
+                  str_is(in, "transmission_id", PP_WH_ID) &&
+                  str_is(in, "transmission_time", PP_WH_TIME) &&
+                  str_is(in, "webhook_id", PP_WH_WEBHOOK_ID) &&
+                  str_is(in, "auth_algo", "SHA256withRSA");
+    mock_json(rs, 200, json_pack("{s:s}", "verification_status",
+                                 all || vector ? "SUCCESS" : "FAILURE"));
+    debug_id(rs, NULL, 0);
+    json_decref(in);
+}
+
+static void verify_all_control(const struct mock_req *rq, struct mock_resp *rs)
+{
+    json_t *in = json_loadb(rq->body, rq->body_len, 0, NULL);
+    json_t *v = json_object_get(in, "verify_all");
+    if (!json_is_boolean(v)) {
+        mock_json(rs, 400, json_pack("{s:s}", "error", "body: {\"verify_all\": true | false}"));
+        json_decref(in);
+        return;
+    }
+    json_object_set(mock_bucket("paypal.webhooks"), "verify_all", v);
+    mock_json(rs, 200, json_pack("{s:O}", "verify_all", v));
+    json_decref(in);
+}
+
 static const struct mock_route routes[] = {
     {"POST", "/v1/oauth2/token", issue_token, NULL},
     /* PayPal-Request-Id is handled here, not by the generic replay: PayPal
@@ -837,9 +1008,12 @@ static const struct mock_route routes[] = {
     {"POST", "/v2/checkout/orders/*/capture", capture_order, NULL},
     {"POST", "/v2/payments/captures/*/refund", refund_capture, NULL},
     {"GET", "/checkoutnow", checkoutnow, NULL},
+    {"GET", "/v1/notifications/certs/*", webhook_cert, NULL},
+    {"POST", "/v1/notifications/verify-webhook-signature", verify_webhook, NULL},
     /* Test controls (never recorded, never faulted). */
     {"POST", "/_mock/paypal/approve/*", approve_control, NULL},
     {"POST", "/_mock/paypal/revoke_tokens", revoke_tokens, NULL},
+    {"POST", "/_mock/paypal/verify_all", verify_all_control, NULL},
     {NULL, NULL, NULL, NULL},
 };
 

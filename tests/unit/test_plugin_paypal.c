@@ -319,12 +319,13 @@ static void test_descriptor(void **state)
     (void)state;
     const struct agape_plugin *d = g.pl->desc;
     assert_string_equal(d->name, "paypal");
-    assert_int_equal(d->kinds, AGAPE_KIND_PAYMENT);
+    assert_int_equal(d->kinds, AGAPE_KIND_PAYMENT | AGAPE_KIND_WEBHOOK);
     assert_non_null(d->payment->charge);
     assert_non_null(d->payment->get);
     assert_non_null(d->payment->capture);
     assert_non_null(d->payment->refund);
-    assert_null(d->webhook); /* a later task */
+    assert_non_null(d->webhook->verify); /* test_plugin_paypal_webhook.c */
+    assert_non_null(d->webhook->normalize);
     assert_null(d->auth);
     assert_null(d->messaging);
 
