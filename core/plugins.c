@@ -10,6 +10,7 @@
 #include "buf.h"
 #include "host.h"
 #include "log.h"
+#include "options.h"
 
 #include <dlfcn.h>
 #include <errno.h>
@@ -186,6 +187,13 @@ static int check_descriptor(const char *path, const struct agape_plugin *d, char
                         o->name);
                 return AGAPE_EINVAL;
             }
+        }
+        /* Type, range and default: a bad default would otherwise surface as
+         * a configuration problem the operator cannot fix. */
+        char why[AGAPE_ERR_SIZE];
+        if (!options_decl_ok(o, why, sizeof(why))) {
+            set_err(err, errlen, "%s: plugin %s: %s", path, d->name, why);
+            return AGAPE_EINVAL;
         }
     }
     return AGAPE_OK;
@@ -364,15 +372,6 @@ static void provider_free(struct provider *pv)
     free(pv);
 }
 
-/* An option counts as present unless absent, null or the empty string. */
-static bool option_present(const json_t *v)
-{
-    if (v == NULL || json_is_null(v)) {
-        return false;
-    }
-    return !json_is_string(v) || json_string_length(v) > 0;
-}
-
 /* Keep an init error shown to operators free of any registered secret. */
 static void redact_into(char *dst, size_t dstlen, const char *src)
 {
@@ -423,40 +422,49 @@ static struct provider *provider_create(const char *name, const json_t *tab, str
     pthread_mutex_init(&pv->cache_lock, NULL);
     pv->name = strdup(name);
     pv->plugin = pl;
-    pv->conf = json_deep_copy(tab);
     pv->cache = json_object();
-    if (pv->name == NULL || pv->conf == NULL || pv->cache == NULL) {
+    if (pv->name == NULL || pv->cache == NULL) {
         provider_free(pv);
         return NULL;
     }
     const struct agape_plugin *d = pl->desc;
-    pv->usable = true;
 
     /* Secrets first: whatever happens next (a failing init quoting its
      * configuration, say) must already be redacted. */
     for (size_t i = 0; d->options && d->options[i].name; i++) {
-        const json_t *v = json_object_get(pv->conf, d->options[i].name);
+        const json_t *v = json_object_get(tab, d->options[i].name);
         if ((d->options[i].flags & AGAPE_OPT_SECRET) && json_is_string(v)) {
             log_secret_add(json_string_value(v));
         }
     }
+    /* The plugin's init reads the table normalized per its option schema
+     * (core/options.h); a value of the wrong type makes the provider
+     * unusable, an unknown key is only reported (a typo to fix). */
+    struct options_report rep;
+    memset(&rep, 0, sizeof(rep));
+    rep.probs = probs;
+    if (options_normalize(name, d->options, tab, &pv->conf, &rep) == AGAPE_ENOMEM) {
+        provider_free(pv);
+        return NULL;
+    }
+    *nprob += rep.type_errors + rep.missing + rep.unknown;
+    /* A normalized secret may differ from what was typed (a URL without its
+     * trailing slash, the items of a list): those are redacted too. */
     for (size_t i = 0; d->options && d->options[i].name; i++) {
-        const struct agape_option *o = &d->options[i];
-        if (!(o->flags & AGAPE_OPT_REQUIRED) || option_present(json_object_get(pv->conf,
-                                                                               o->name))) {
+        const json_t *v = json_object_get(pv->conf, d->options[i].name);
+        if (!(d->options[i].flags & AGAPE_OPT_SECRET)) {
             continue;
         }
-        char why[AGAPE_ERR_SIZE];
-        if (o->env) {
-            snprintf(why, sizeof(why), "missing %s (set %s)", o->name, o->env);
-        } else {
-            snprintf(why, sizeof(why), "missing %s", o->name);
+        if (json_is_string(v)) {
+            log_secret_add(json_string_value(v));
         }
-        report(probs, nprob, "provider %s: %s", name, why);
-        if (pv->usable) {
-            pv->usable = false;
-            snprintf(pv->why, sizeof(pv->why), "%s", why);
+        for (size_t j = 0; json_is_array(v) && j < json_array_size(v); j++) {
+            log_secret_add(json_string_value(json_array_get(v, j)));
         }
+    }
+    pv->usable = rep.type_errors == 0 && rep.missing == 0;
+    if (!pv->usable) {
+        snprintf(pv->why, sizeof(pv->why), "%s", rep.why);
     }
     if (!pv->usable || d->init == NULL) {
         return pv;

@@ -6,9 +6,12 @@
  * provider's name). The loader refuses, each with its own message naming the
  * file: a missing file, a file dlopen cannot load, a missing entry symbol, a
  * different ABI version (both numbers named), a descriptor too small, a name
- * that differs from the file name, kinds without their operations table. A
- * provider whose init fails or whose required option is missing is kept, but
- * marked unusable with the reason (routing leaves it out). Plugins are never
+ * that differs from the file name, kinds without their operations table, an
+ * option declaration options_decl_ok refuses. A provider's table is read
+ * against its plugin's option schema (core/options.h) before init: a provider
+ * whose init fails, whose required option is missing or whose option has the
+ * wrong type is kept, but marked unusable with the reason (routing leaves it
+ * out); a key the schema does not know is only reported. Plugins are never
  * unloaded while the process runs. */
 #ifndef AGAPE_PLUGINS_H
 #define AGAPE_PLUGINS_H
@@ -30,9 +33,11 @@ struct plugin {
 struct provider {
     char *name;              /* configured name, e.g. "stripe" */
     struct plugin *plugin;
-    json_t *conf;            /* its table from agape.conf (owned) */
+    json_t *conf;            /* its table from agape.conf, normalized per the plugin's
+                                option schema (owned); what init received */
     void *ctx;               /* the plugin's context from init() */
-    bool usable;             /* init succeeded and every required option is present */
+    bool usable;             /* every option valid, every required one present, and
+                                init succeeded */
     char why[AGAPE_ERR_SIZE];/* why not usable */
     /* The core-kept cache lent to the plugin (tokens, key sets). */
     pthread_mutex_t cache_lock;

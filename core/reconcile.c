@@ -4,6 +4,7 @@
 #include "reconcile.h"
 
 #include "log.h"
+#include "paylock.h"
 #include "payments.h"
 #include "store_keys.h"
 
@@ -66,6 +67,7 @@ void reconcile_clear(struct store_batch *b, const char *payment_id)
 static void job_free(struct recon_job *j)
 {
     struct reconciler *rc = j->rc;
+    paylock_release(j->payment_id); /* after the commit of what it learnt */
     pthread_mutex_lock(&rc->lock);
     json_object_del(rc->busy, j->payment_id);
     rc->inflight--;
@@ -128,6 +130,9 @@ static void checked(struct dispatch_op *op, void *arg)
 static void start_check(struct reconciler *rc, const char *pid, int tries)
 {
     struct app *app = rc->app;
+    if (!paylock_try(pid)) {
+        return; /* another operation on it is under way: the next scan */
+    }
     char *val = NULL;
     size_t vlen = 0;
     json_t *rec = NULL;
@@ -144,6 +149,7 @@ static void start_check(struct reconciler *rc, const char *pid, int tries)
         reconcile_clear(b, pid);
         store_commit(app->store, b);
         json_decref(rec);
+        paylock_release(pid);
         return;
     }
     if (p == NULL || !p->usable) {
@@ -152,11 +158,13 @@ static void start_check(struct reconciler *rc, const char *pid, int tries)
         store_commit(app->store, b);
         log_msg(AGAPE_LOG_WARN, pname, "reconcile %s: provider not available; later", pid);
         json_decref(rec);
+        paylock_release(pid);
         return;
     }
     struct recon_job *j = calloc(1, sizeof(*j));
     if (j == NULL) {
         json_decref(rec);
+        paylock_release(pid);
         return;
     }
     j->rc = rc;

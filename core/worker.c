@@ -24,6 +24,7 @@
 #include "client.h"
 #include "log.h"
 #include "monitor.h"
+#include "paylock.h"
 #include "script_rules.h"
 #include "store_keys.h"
 #include "webhook.h"
@@ -420,8 +421,13 @@ static json_t *rule_event(json_t *rec, const char *pubid, int attempt, json_t *p
 }
 
 /* Apply the event to its payment: the record (changed or not) or NULL. */
+/* `*locked` receives the id of the payment whose lock was taken (release it
+ * after the commit); `*busy` is set when the payment is locked by someone
+ * else (another operation on it is under way): then nothing is applied and
+ * the event is to be tried again shortly. */
 static json_t *apply_payment(struct app *app, struct store_batch *b, struct script_rules_run *run,
-                             const char *prov, const char *evid, json_t *norm, int64_t now)
+                             const char *prov, const char *evid, json_t *norm, int64_t now,
+                             char **locked, bool *busy)
 {
     const char *ref = json_string_value(json_object_get(norm, "payment_ref"));
     char *pid = NULL;
@@ -449,6 +455,12 @@ static json_t *apply_payment(struct app *app, struct store_batch *b, struct scri
             return NULL;
         }
     }
+    if (!paylock_try(pid)) {
+        *busy = true;
+        free(pid);
+        return NULL;
+    }
+    *locked = pid;
     int rc;
     json_t *pay = load_json(app->store, STORE_PAYMENTS, pid, strlen(pid), &rc);
     /* >>> payment_id lookup: a payment of another provider is left alone. */
@@ -484,8 +496,7 @@ static json_t *apply_payment(struct app *app, struct store_batch *b, struct scri
             break;
         }
     }
-    free(pid);
-    return pay;
+    return pay; /* pid is the caller's now, as *locked */
 }
 
 /* The subscription record the event makes (also written into the run as a
@@ -516,7 +527,7 @@ static json_t *apply_subscription(struct app *app, struct script_rules_run *run,
     return sub;
 }
 
-enum item_result { ITEM_DONE = 0, ITEM_STORE_FAILED = -1 };
+enum item_result { ITEM_DONE = 0, ITEM_LATER = 1, ITEM_STORE_FAILED = -1 };
 
 /* Drop an outbox item that has nothing (more) to run. */
 static int drop_item(struct app *app, const uint8_t key[16])
@@ -541,6 +552,7 @@ static int process_item(struct app *app, const struct worker_conf *wc, const uin
     json_t *ev = NULL;
     struct script_rules_run run;
     bool run_open = false;
+    char *locked = NULL; /* the payment whose lock this run holds */
 
     pthread_mutex_lock(&event_lock);
     if (webhook_inbox_key(prov, evid, ik, sizeof(ik), &ikl) != AGAPE_OK ||
@@ -571,7 +583,15 @@ static int process_item(struct app *app, const struct worker_conf *wc, const uin
     }
     run_open = true;
     struct store_batch *b = store_batch_new();
-    pay = apply_payment(app, b, &run, prov, evid, norm, now);
+    bool busy = false;
+    pay = apply_payment(app, b, &run, prov, evid, norm, now, &locked, &busy);
+    if (busy) {
+        /* Another operation on the payment is under way: this event waits
+         * for its commit, so it applies on top of it. */
+        store_batch_free(b);
+        ret = ITEM_LATER;
+        goto out;
+    }
     sub = apply_subscription(app, &run, rec, prov, evid, now);
 
     /* The rule. */
@@ -668,6 +688,10 @@ out:
     if (run_open) {
         script_rules_end(&run);
     }
+    if (locked) {
+        paylock_release(locked); /* after the commit: the next writer sees ours */
+        free(locked);
+    }
     json_decref(ev);
     json_decref(sub);
     json_decref(pay);
@@ -687,7 +711,14 @@ static int webhook_kind(struct app *app, const uint8_t key[16], json_t *item, vo
         log_warn("worker: a malformed webhook item was dropped");
         return drop_item(app, key) == ITEM_DONE ? WORKER_ITEM_DONE : AGAPE_ESTORE;
     }
-    return process_item(app, wc, key, p, e) == ITEM_DONE ? WORKER_ITEM_DONE : AGAPE_ESTORE;
+    switch (process_item(app, wc, key, p, e)) {
+    case ITEM_DONE:
+        return WORKER_ITEM_DONE;
+    case ITEM_LATER:
+        return WORKER_ITEM_LATER;
+    default:
+        return AGAPE_ESTORE;
+    }
 }
 
 /* ---- scanning ---------------------------------------------------------- */

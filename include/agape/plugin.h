@@ -495,15 +495,10 @@ enum agape_opt_type {
     AGAPE_OPT_SMTP_URL    /* as URL, with smtp:// or smtps:// instead of http(s) */
 };
 
-/* An entry may stop after `description` (ABI v1's first layout, still valid
- * source): the rest is zero, a STRING without default. GCC's
- * -Wmissing-field-initializers (in -Wextra) would turn such an initializer
- * into an error under -Werror, so it is off for the files that include this
- * header. */
-#if defined(__GNUC__)
-#pragma GCC diagnostic ignored "-Wmissing-field-initializers"
-#endif
-
+/* Members left out of an initializer are zero: a STRING without default.
+ * Write entries with designated initializers ({.name = "api_key", .flags =
+ * AGAPE_OPT_REQUIRED, .env = "ACME_API_KEY", .description = "…"}) or in
+ * full, and end the array with {0}. */
 struct agape_option {
     const char *name;        /* key in the provider's table, e.g. "secret_key" */
     uint32_t flags;          /* enum agape_opt_flags */

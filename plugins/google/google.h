@@ -32,12 +32,14 @@
 /* Longest id_token lifetime accepted (exp − iat), as google-auth-library. */
 #define GOOGLE_MAX_LIFETIME_S 86400
 
+/* The strings are borrowed from the normalized configuration init received,
+ * which the core keeps until destroy. */
 struct google_ctx {
-    char *client_id;
-    char *client_secret;  /* never logged, never in err or result */
-    char *redirect_uri;
-    char *discovery_url;
-    char *issuers[GOOGLE_MAX_ISSUERS]; /* configured; n_issuers 0: from discovery */
+    const char *client_id;
+    const char *client_secret; /* never logged, never in err or result */
+    const char *redirect_uri;
+    const char *discovery_url;
+    const char *issuers[GOOGLE_MAX_ISSUERS]; /* configured; n_issuers 0: from discovery */
     size_t n_issuers;
     int64_t skew_s;
 };

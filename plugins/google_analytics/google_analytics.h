@@ -23,10 +23,9 @@
     "set GA_MEASUREMENT_ID and GA_API_SECRET for GA4"
 
 struct ga_ctx {
-    char *collect_url; /* {base}[/debug]/mp/collect?measurement_id=…&api_secret=… */
-    char *measurement_id;
-    char *api_secret;  /* never logged; only [A-Za-z0-9._~-], so the URL holds it verbatim
-                          and the logger's redaction of the option also covers URLs */
+    char *collect_url; /* {base}[/debug]/mp/collect?measurement_id=…&api_secret=…; the
+                          secret is only [A-Za-z0-9._~-], so the URL holds it verbatim and
+                          the logger's redaction of the option also covers the URL */
     bool debug;        /* /debug/mp/collect: validated, never recorded */
 };
 

@@ -25,13 +25,16 @@
 #define NEWRELIC_METRICS_MAX 10000   /* metrics per send_metrics call */
 #define NEWRELIC_ATTRS_MAX 100       /* attributes per attributes object we accept */
 
+/* The strings are borrowed from the normalized configuration init received
+ * (which the core keeps until destroy) or are constants. */
 struct newrelic_ctx {
-    char *license_key; /* never logged, never in err or result */
-    char *app_name;
-    char *account_id;  /* digits, or NULL: report_error is refused then */
-    char *metric_base; /* without a trailing slash */
-    char *event_base;
-    char *environment; /* or NULL */
+    const char *license_key; /* never logged, never in err or result */
+    const char *app_name;
+    const char *account_id;  /* digits (account_text), or NULL: report_error is refused */
+    const char *metric_base; /* without a trailing slash */
+    const char *event_base;
+    const char *environment; /* or NULL */
+    char account_text[24];
     bool send_default_pii;
 };
 

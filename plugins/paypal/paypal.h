@@ -31,14 +31,20 @@
 
 /* Webhooks (paypal_webhook.c, PROVIDERS.md §2.5). */
 #define PAYPAL_CERT_PREFIXES_MAX 16
+/* PROVIDERS.md §2.1: the API hosts, old and new, live and sandbox. */
+#define PAYPAL_CERT_PREFIXES_DEFAULT                                                        \
+    "https://api.paypal.com/,https://api.sandbox.paypal.com/,https://api-m.paypal.com/,"    \
+    "https://api-m.sandbox.paypal.com/"
 #define PAYPAL_WEBHOOK_TOLERANCE_S 300
 
+/* The strings are borrowed from the normalized configuration init received,
+ * which the core keeps until destroy. */
 struct paypal_ctx {
-    char *client_id;     /* not secret, but never needed in err either */
-    char *client_secret; /* never logged, never in err or result */
-    char *base_url;      /* without a trailing slash */
-    char *webhook_id;    /* or NULL: every webhook is then refused */
-    char *brand_name;    /* or NULL */
+    const char *client_id;     /* not secret, but never needed in err either */
+    const char *client_secret; /* never logged, never in err or result */
+    const char *base_url;      /* without a trailing slash */
+    const char *webhook_id;    /* or NULL: every webhook is then refused */
+    const char *brand_name;    /* or NULL */
     bool live;           /* mode = live */
     /* ---- webhooks (set by paypal_webhook_init) ---- */
     bool webhook_api;    /* webhook_verify = "api" (method A) rather than "offline" */

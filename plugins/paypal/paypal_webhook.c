@@ -45,18 +45,9 @@
 #define PP_HEADER_MAX 256                 /* transmission id, time, auth algo */
 #define PP_SIG_B64_MAX 1024               /* base64 of at most a 768-byte signature */
 #define PP_SIG_MAX 768                    /* RSA-4096 is 512 bytes */
-#define PP_TOLERANCE_MAX_S 31536000
 #define PP_EVENT_ID_MAX 200
 #define PP_CN_SUFFIX ".paypal.com"
 #define PP_VERIFY_PATH "/v1/notifications/verify-webhook-signature"
-
-/* PROVIDERS.md §2.1: the API hosts, old and new, live and sandbox. */
-static const char *const pp_default_prefixes[] = {
-    "https://api.paypal.com/",
-    "https://api.sandbox.paypal.com/",
-    "https://api-m.paypal.com/",
-    "https://api-m.sandbox.paypal.com/",
-};
 
 /* ------------------------------------------------------------------ */
 /* Options                                                             */
@@ -111,55 +102,21 @@ static int pp_add_prefix(struct paypal_ctx *ctx, const char *s, size_t len, char
     return AGAPE_OK;
 }
 
-/* An array of strings, or one string of comma-separated prefixes (from env()). */
+/* The core made cert_url_prefixes a list (default: PayPal's API hosts, at
+ * most PAYPAL_CERT_PREFIXES_MAX); each item must still be a usable prefix. */
 static int pp_prefixes(const struct agape_host *h, const struct agape_json *conf,
                        struct paypal_ctx *ctx, char *err, size_t errlen)
 {
     const struct agape_json *v = h->json_get(conf, "cert_url_prefixes");
-    enum agape_json_type t = h->json_type(v);
     int rc = AGAPE_OK;
 
-    if (t == AGAPE_JSON_ABSENT || t == AGAPE_JSON_NULL) {
-        for (size_t i = 0; i < sizeof(pp_default_prefixes) / sizeof(pp_default_prefixes[0]) &&
-                           rc == AGAPE_OK;
-             i++) {
-            rc = pp_add_prefix(ctx, pp_default_prefixes[i], strlen(pp_default_prefixes[i]), err,
-                               errlen);
+    for (size_t i = 0; i < h->json_size(v) && rc == AGAPE_OK; i++) {
+        const char *s = h->json_str(h->json_at(v, i), "");
+        if (s == NULL) {
+            snprintf(err, errlen, "cert_url_prefixes must be a list of strings");
+            return AGAPE_EINVAL;
         }
-        return rc;
-    }
-    if (t == AGAPE_JSON_STRING) {
-        const char *s = h->json_str(v, "");
-        while (rc == AGAPE_OK && *s != '\0') {
-            size_t n = strcspn(s, ",");
-            const char *a = s, *b = s + n;
-            while (a < b && (*a == ' ' || *a == '\t')) {
-                a++;
-            }
-            while (b > a && (b[-1] == ' ' || b[-1] == '\t')) {
-                b--;
-            }
-            if (b > a) {
-                rc = pp_add_prefix(ctx, a, (size_t)(b - a), err, errlen);
-            }
-            s += n;
-            if (*s == ',') {
-                s++;
-            }
-        }
-    } else if (t == AGAPE_JSON_ARRAY) {
-        for (size_t i = 0; i < h->json_size(v) && rc == AGAPE_OK; i++) {
-            const char *s = h->json_str(h->json_at(v, i), "");
-            if (s == NULL) {
-                snprintf(err, errlen, "cert_url_prefixes must be a list of strings");
-                return AGAPE_EINVAL;
-            }
-            rc = pp_add_prefix(ctx, s, strlen(s), err, errlen);
-        }
-    } else if (t != AGAPE_JSON_OBJECT || h->json_size(v) != 0) {
-        /* An empty Lua table may arrive as {}: it is the empty list below. */
-        snprintf(err, errlen, "cert_url_prefixes must be a list of URL prefixes");
-        return AGAPE_EINVAL;
+        rc = pp_add_prefix(ctx, s, strlen(s), err, errlen);
     }
     if (rc == AGAPE_OK && ctx->n_cert_prefixes == 0) {
         snprintf(err, errlen, "cert_url_prefixes is empty: no signing certificate could ever "
@@ -169,77 +126,12 @@ static int pp_prefixes(const struct agape_host *h, const struct agape_json *conf
     return rc;
 }
 
-/* true/false, or "true"/"false"/"1"/"0" (from env()). -1 when malformed. */
-static int pp_opt_bool(const struct agape_host *h, const struct agape_json *conf,
-                       const char *name, bool dflt)
-{
-    const struct agape_json *v = h->json_get(conf, name);
-    enum agape_json_type t = h->json_type(v);
-    if (t == AGAPE_JSON_ABSENT || t == AGAPE_JSON_NULL) {
-        return dflt;
-    }
-    if (t == AGAPE_JSON_BOOL) {
-        return h->json_bool(v, "", dflt);
-    }
-    if (t == AGAPE_JSON_STRING) {
-        const char *s = h->json_str(v, "");
-        if (s[0] == '\0') {
-            return dflt;
-        }
-        if (strcmp(s, "true") == 0 || strcmp(s, "1") == 0) {
-            return 1;
-        }
-        if (strcmp(s, "false") == 0 || strcmp(s, "0") == 0) {
-            return 0;
-        }
-    }
-    return -1;
-}
-
-static int pp_tolerance(const struct agape_host *h, const struct agape_json *conf, int64_t *out,
-                        char *err, size_t errlen)
-{
-    const struct agape_json *v = h->json_get(conf, "webhook_tolerance_s");
-    enum agape_json_type t = h->json_type(v);
-    int64_t n = PAYPAL_WEBHOOK_TOLERANCE_S;
-
-    if (t == AGAPE_JSON_INT) {
-        n = h->json_int(v, "", -1);
-    } else if (t == AGAPE_JSON_STRING) {
-        const char *s = h->json_str(v, "");
-        char *end = NULL;
-        if (s[0] < '0' || s[0] > '9') {
-            n = -1;
-        } else {
-            n = strtoll(s, &end, 10);
-            if (*end != '\0') {
-                n = -1;
-            }
-        }
-    } else if (t != AGAPE_JSON_ABSENT && t != AGAPE_JSON_NULL) {
-        n = -1;
-    }
-    if (n < 0 || n > PP_TOLERANCE_MAX_S) {
-        snprintf(err, errlen, "webhook_tolerance_s must be an integer from 0 to %d (seconds; 0 "
-                              "disables the transmission time check)",
-                 PP_TOLERANCE_MAX_S);
-        return AGAPE_EINVAL;
-    }
-    *out = n;
-    return AGAPE_OK;
-}
-
 int paypal_webhook_init(const struct agape_host *h, const struct agape_json *conf,
                         struct paypal_ctx *ctx, char *err, size_t errlen)
 {
-    const struct agape_json *v = h->json_get(conf, "webhook_verify");
-    enum agape_json_type t = h->json_type(v);
-    const char *method = t == AGAPE_JSON_STRING ? h->json_str(v, "") : NULL;
+    const char *method = h->json_str(conf, "webhook_verify");
 
-    if (t != AGAPE_JSON_ABSENT && t != AGAPE_JSON_NULL && t != AGAPE_JSON_STRING) {
-        method = "?";
-    }
-    if (method == NULL || method[0] == '\0' || strcmp(method, "offline") == 0) {
+    if (method == NULL || strcmp(method, "offline") == 0) {
         ctx->webhook_api = false;
     } else if (strcmp(method, "api") == 0) {
         ctx->webhook_api = true;
@@ -247,16 +139,10 @@ int paypal_webhook_init(const struct agape_host *h, const struct agape_json *con
         snprintf(err, errlen, "webhook_verify must be \"offline\" or \"api\"");
         return AGAPE_EINVAL;
     }
-    int b = pp_opt_bool(h, conf, "webhook_check_cert_expiry", true);
-    if (b < 0) {
-        snprintf(err, errlen, "webhook_check_cert_expiry must be true or false");
-        return AGAPE_EINVAL;
-    }
-    ctx->check_cert_expiry = b != 0;
-    int rc = pp_tolerance(h, conf, &ctx->webhook_tolerance_s, err, errlen);
-    if (rc == AGAPE_OK) {
-        rc = pp_prefixes(h, conf, ctx, err, errlen);
-    }
+    ctx->check_cert_expiry = h->json_bool(conf, "webhook_check_cert_expiry", true);
+    ctx->webhook_tolerance_s =
+        h->json_int(conf, "webhook_tolerance_s", PAYPAL_WEBHOOK_TOLERANCE_S);
+    int rc = pp_prefixes(h, conf, ctx, err, errlen);
     if (rc != AGAPE_OK) {
         return rc;
     }

@@ -36,10 +36,12 @@
 #define SANDBOX_SIG_HEADER_MAX 8192
 #define SANDBOX_SIG_MAX_V1 16
 
+/* The strings are borrowed from the normalized configuration init received,
+ * which the core keeps until destroy. */
 struct sandbox_ctx {
-    char *webhook_secret; /* NULL: webhooks are refused */
-    char *base_url;       /* of the pretend authorization server, no trailing slash */
-    int64_t tolerance_s;  /* webhook timestamp tolerance; 0 disables */
+    const char *webhook_secret; /* NULL: webhooks are refused */
+    const char *base_url;       /* of the pretend authorization server, no trailing slash */
+    int64_t tolerance_s;        /* webhook timestamp tolerance; 0 disables */
 };
 
 /* The documented payment test inputs. */
@@ -53,145 +55,50 @@ static const struct {
 };
 
 static const struct agape_option sandbox_options[] = {
-    {"webhook_secret", AGAPE_OPT_SECRET, "SANDBOX_WEBHOOK_SECRET",
-     "key of the Sandbox-Signature HMAC; without it webhooks are refused"},
-    {"base_url", 0, NULL, "base of the pretend authorization server, default "
-                          "http://127.0.0.1/sandbox-auth"},
-    {"webhook_tolerance_s", 0, NULL,
-     "accepted webhook timestamp skew in seconds, default 300; 0 disables the check"},
-    {NULL, 0, NULL, NULL},
-};
+    {.name = "webhook_secret",
+     .flags = AGAPE_OPT_SECRET,
+     .env = "SANDBOX_WEBHOOK_SECRET",
+     .description = "key of the Sandbox-Signature HMAC; without it webhooks are refused"},
+    {.name = "base_url",
+     .description = "base of the pretend authorization server",
+     .type = AGAPE_OPT_URL,
+     .dflt = SANDBOX_DEFAULT_BASE},
+    {.name = "webhook_tolerance_s",
+     .description = "accepted webhook timestamp skew in seconds; 0 disables the check",
+     .type = AGAPE_OPT_INT,
+     .dflt = "300",
+     .max = 31536000},
+    {0},};
 
 /* ---------------------------------------------------------------- */
 /* Context                                                          */
 
-static char *sandbox_dup(const char *s)
-{
-    size_t n = strlen(s) + 1;
-    char *p = malloc(n);
-    if (p != NULL) {
-        memcpy(p, s, n);
-    }
-    return p;
-}
-
 static void sandbox_destroy(void *p)
 {
-    struct sandbox_ctx *ctx = p;
-    if (ctx == NULL) {
-        return;
-    }
-    if (ctx->webhook_secret != NULL) {
-        explicit_bzero(ctx->webhook_secret, strlen(ctx->webhook_secret));
-    }
-    free(ctx->webhook_secret);
-    free(ctx->base_url);
-    free(ctx);
+    free(p);
 }
 
-/* NULL when absent, null or empty; -1 when present but not a string. */
-static int sandbox_opt_str(const struct agape_host *host, const struct agape_json *conf,
-                           const char *name, const char **out)
-{
-    enum agape_json_type t = host->json_type(host->json_get(conf, name));
-    *out = NULL;
-    if (t == AGAPE_JSON_ABSENT || t == AGAPE_JSON_NULL) {
-        return 0;
-    }
-    if (t != AGAPE_JSON_STRING) {
-        return -1;
-    }
-    const char *s = host->json_str(conf, name);
-    if (s != NULL && s[0] != '\0') {
-        *out = s;
-    }
-    return 0;
-}
-
-/* An integer option, or a decimal string (env() in agape.conf gives strings). */
-static bool sandbox_opt_int(const struct agape_host *host, const struct agape_json *conf,
-                            const char *name, int64_t dflt, int64_t *out)
-{
-    enum agape_json_type t = host->json_type(host->json_get(conf, name));
-    if (t == AGAPE_JSON_ABSENT || t == AGAPE_JSON_NULL) {
-        *out = dflt;
-        return true;
-    }
-    if (t == AGAPE_JSON_INT) {
-        *out = host->json_int(conf, name, 0);
-        return true;
-    }
-    if (t != AGAPE_JSON_STRING) {
-        return false;
-    }
-    const char *s = host->json_str(conf, name);
-    char *end = NULL;
-    if (s[0] < '0' || s[0] > '9') {
-        return false;
-    }
-    long long v = strtoll(s, &end, 10);
-    if (*end != '\0') {
-        return false;
-    }
-    *out = v;
-    return true;
-}
-
+/* The core has read the options by their declared types (plugin.h):
+ * base_url is a checked URL without a trailing slash, webhook_tolerance_s an
+ * integer in range. */
 static int sandbox_init(const struct agape_host *host, const struct agape_json *conf,
                         void **out, char *err, size_t errlen)
 {
-    struct sandbox_ctx *ctx = NULL;
-    const char *whsec = NULL, *base = NULL;
-    int64_t tol = 0;
-    int rc = AGAPE_EINVAL;
+    struct sandbox_ctx *ctx = calloc(1, sizeof(*ctx));
 
     *out = NULL;
-    if (sandbox_opt_str(host, conf, "webhook_secret", &whsec) != 0) {
-        snprintf(err, errlen, "webhook_secret must be a string (SANDBOX_WEBHOOK_SECRET)");
-        goto out;
-    }
-    if (sandbox_opt_str(host, conf, "base_url", &base) != 0) {
-        snprintf(err, errlen, "base_url must be a string");
-        goto out;
-    }
-    if (base == NULL) {
-        base = SANDBOX_DEFAULT_BASE;
-    }
-    if (strncmp(base, "http://", 7) != 0 && strncmp(base, "https://", 8) != 0) {
-        snprintf(err, errlen, "base_url must start with http:// or https://");
-        goto out;
-    }
-    for (const char *p = base; *p; p++) {
-        if ((unsigned char)*p <= 0x20 || (unsigned char)*p >= 0x7f) {
-            snprintf(err, errlen, "base_url must not contain spaces or control characters");
-            goto out;
-        }
-    }
-    if (!sandbox_opt_int(host, conf, "webhook_tolerance_s", SANDBOX_DEFAULT_TOLERANCE_S,
-                         &tol) ||
-        tol < 0 || tol > 31536000) {
-        snprintf(err, errlen, "webhook_tolerance_s must be an integer from 0 to 31536000");
-        goto out;
-    }
-    ctx = calloc(1, sizeof(*ctx));
-    if (ctx == NULL || (ctx->base_url = sandbox_dup(base)) == NULL ||
-        (whsec != NULL && (ctx->webhook_secret = sandbox_dup(whsec)) == NULL)) {
-        rc = AGAPE_ENOMEM;
+    if (ctx == NULL) {
         snprintf(err, errlen, "out of memory");
-        goto out;
+        return AGAPE_ENOMEM;
     }
-    ctx->tolerance_s = tol;
-    size_t n = strlen(ctx->base_url);
-    size_t scheme = ctx->base_url[4] == 's' ? 8 : 7;
-    while (n > scheme && ctx->base_url[n - 1] == '/') {
-        ctx->base_url[--n] = '\0';
+    ctx->webhook_secret = host->json_str(conf, "webhook_secret");
+    ctx->base_url = host->json_str(conf, "base_url");
+    if (ctx->base_url == NULL) {
+        ctx->base_url = SANDBOX_DEFAULT_BASE;
     }
+    ctx->tolerance_s = host->json_int(conf, "webhook_tolerance_s", SANDBOX_DEFAULT_TOLERANCE_S);
     *out = ctx;
-    ctx = NULL;
-    rc = AGAPE_OK;
-out:
-    sandbox_destroy(ctx);
-    return rc;
+    return AGAPE_OK;
 }
 
 /* ---------------------------------------------------------------- */

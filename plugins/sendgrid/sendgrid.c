@@ -13,65 +13,35 @@
 #define SENDGRID_KEY_TEXT_MAX 4096 /* the configured public key, PEM or base64 */
 
 static const struct agape_option sendgrid_options[] = {
-    {"api_key", AGAPE_OPT_REQUIRED | AGAPE_OPT_SECRET, "SENDGRID_API_KEY",
-     "API key (SG.…) with the Mail Send permission"},
-    {"from_email", 0, "DEFAULT_FROM_EMAIL",
-     "default sender address (a verified sender); a message's own from wins"},
-    {"base_url", 0, "SENDGRID_API_BASE",
-     "API base URL, default https://api.sendgrid.com (EU subusers: https://api.eu.sendgrid.com)"},
-    {"webhook_public_key", 0, "SENDGRID_WEBHOOK_PUBLIC_KEY",
-     "Event Webhook verification key: base64 DER (MFkw…) or PEM; needed to accept webhooks"},
-    {"webhook_tolerance_s", 0, NULL,
-     "accepted webhook timestamp age in seconds, default 600; 0 disables the check"},
-    {NULL, 0, NULL, NULL},
-};
-
-static char *sendgrid_dup(const char *s)
-{
-    size_t n = strlen(s) + 1;
-    char *p = malloc(n);
-    if (p != NULL) {
-        memcpy(p, s, n);
-    }
-    return p;
-}
+    {.name = "api_key",
+     .flags = AGAPE_OPT_REQUIRED | AGAPE_OPT_SECRET,
+     .env = "SENDGRID_API_KEY",
+     .description = "API key (SG.…) with the Mail Send permission"},
+    {.name = "from_email",
+     .env = "DEFAULT_FROM_EMAIL",
+     .description = "default sender address (a verified sender); a message's own from wins"},
+    {.name = "base_url",
+     .env = "SENDGRID_API_BASE",
+     .description = "API base URL (EU subusers: https://api.eu.sendgrid.com)",
+     .type = AGAPE_OPT_URL,
+     .dflt = SENDGRID_DEFAULT_BASE},
+    {.name = "webhook_public_key",
+     .env = "SENDGRID_WEBHOOK_PUBLIC_KEY",
+     .description = "Event Webhook verification key: base64 DER (MFkw…) or PEM; needed to accept webhooks"},
+    {.name = "webhook_tolerance_s",
+     .description = "accepted webhook timestamp age in seconds; 0 disables the check",
+     .type = AGAPE_OPT_INT,
+     .dflt = "600",
+     .max = 31536000},
+    {0},};
 
 static void sendgrid_destroy(void *p)
 {
     struct sendgrid_ctx *ctx = p;
-    if (ctx == NULL) {
-        return;
+    if (ctx != NULL) {
+        free(ctx->webhook_key);
+        free(ctx);
     }
-    if (ctx->api_key != NULL) {
-        explicit_bzero(ctx->api_key, strlen(ctx->api_key));
-    }
-    free(ctx->api_key);
-    free(ctx->from_email);
-    free(ctx->base_url);
-    free(ctx->webhook_key);
-    free(ctx);
-}
-
-/* An optional string option: NULL when absent, null or empty (an unset
- * environment variable in agape.conf gives nil or ""). -1 when present but
- * not a string. */
-static int sendgrid_opt_str(const struct agape_host *host, const struct agape_json *conf,
-                            const char *name, const char **out)
-{
-    const struct agape_json *v = host->json_get(conf, name);
-    enum agape_json_type t = host->json_type(v);
-    *out = NULL;
-    if (t == AGAPE_JSON_ABSENT || t == AGAPE_JSON_NULL) {
-        return 0;
-    }
-    if (t != AGAPE_JSON_STRING) {
-        return -1;
-    }
-    const char *s = host->json_str(conf, name);
-    if (s != NULL && s[0] != '\0') {
-        *out = s;
-    }
-    return 0;
 }
 
 /* Printable ASCII without spaces: safe in a header value or a URL. */
@@ -84,39 +54,6 @@ static bool sendgrid_token_ok(const char *s)
         }
     }
     return true;
-}
-
-static int sendgrid_tolerance(const struct agape_host *host, const struct agape_json *conf,
-                              int64_t *out, char *err, size_t errlen)
-{
-    const struct agape_json *v = host->json_get(conf, "webhook_tolerance_s");
-    enum agape_json_type t = host->json_type(v);
-    int64_t n = SENDGRID_DEFAULT_TOLERANCE_S;
-
-    if (t == AGAPE_JSON_INT) {
-        n = host->json_int(conf, "webhook_tolerance_s", -1);
-    } else if (t == AGAPE_JSON_STRING) {
-        /* From env() in agape.conf the value arrives as a string. */
-        const char *s = host->json_str(conf, "webhook_tolerance_s");
-        char *end = NULL;
-        if (s[0] < '0' || s[0] > '9') {
-            n = -1;
-        } else {
-            n = strtoll(s, &end, 10);
-            if (*end != '\0') {
-                n = -1;
-            }
-        }
-    } else if (t != AGAPE_JSON_ABSENT && t != AGAPE_JSON_NULL) {
-        n = -1;
-    }
-    if (n < 0 || n > 31536000) {
-        snprintf(err, errlen, "webhook_tolerance_s must be an integer from 0 to 31536000 "
-                              "(seconds; 0 disables the timestamp check)");
-        return AGAPE_EINVAL;
-    }
-    *out = n;
-    return AGAPE_OK;
 }
 
 /* The verification key as SendGrid shows it (base64 of a DER
@@ -166,18 +103,20 @@ static int sendgrid_public_key(const struct agape_host *host, const char *text,
     return AGAPE_OK;
 }
 
+/* The core has read the options by their declared types (plugin.h): strings
+ * are non-empty or absent, base_url is a checked URL without a trailing
+ * slash, webhook_tolerance_s an integer in range. */
 static int sendgrid_init(const struct agape_host *host, const struct agape_json *conf,
                          void **out, char *err, size_t errlen)
 {
     struct sendgrid_ctx *ctx = NULL;
-    const char *key = NULL, *from = NULL, *base = NULL, *pub = NULL;
+    const char *key = host->json_str(conf, "api_key");
+    const char *from = host->json_str(conf, "from_email");
+    const char *base = host->json_str(conf, "base_url");
+    const char *pub = host->json_str(conf, "webhook_public_key");
     int rc = AGAPE_EINVAL;
 
     *out = NULL;
-    if (sendgrid_opt_str(host, conf, "api_key", &key) != 0) {
-        snprintf(err, errlen, "api_key must be a string (set SENDGRID_API_KEY)");
-        goto out;
-    }
     if (key == NULL) {
         snprintf(err, errlen, "api_key is required (set SENDGRID_API_KEY)");
         goto out;
@@ -188,27 +127,8 @@ static int sendgrid_init(const struct agape_host *host, const struct agape_json 
                               "(check SENDGRID_API_KEY)");
         goto out;
     }
-    if (sendgrid_opt_str(host, conf, "from_email", &from) != 0 ||
-        (from != NULL && !sendgrid_addr_ok(from))) {
+    if (from != NULL && !sendgrid_addr_ok(from)) {
         snprintf(err, errlen, "from_email must be an e-mail address (DEFAULT_FROM_EMAIL)");
-        goto out;
-    }
-    if (sendgrid_opt_str(host, conf, "base_url", &base) != 0) {
-        snprintf(err, errlen, "base_url must be a string (SENDGRID_API_BASE)");
-        goto out;
-    }
-    if (base == NULL) {
-        base = SENDGRID_DEFAULT_BASE;
-    }
-    if ((strncmp(base, "http://", 7) != 0 && strncmp(base, "https://", 8) != 0) ||
-        !sendgrid_token_ok(base)) {
-        snprintf(err, errlen, "base_url must start with http:// or https:// and contain no "
-                              "spaces (SENDGRID_API_BASE)");
-        goto out;
-    }
-    if (sendgrid_opt_str(host, conf, "webhook_public_key", &pub) != 0) {
-        snprintf(err, errlen, "webhook_public_key must be a string "
-                              "(SENDGRID_WEBHOOK_PUBLIC_KEY)");
         goto out;
     }
 
@@ -218,34 +138,16 @@ static int sendgrid_init(const struct agape_host *host, const struct agape_json 
         snprintf(err, errlen, "out of memory");
         goto out;
     }
-    rc = sendgrid_tolerance(host, conf, &ctx->tolerance_s, err, errlen);
-    if (rc != AGAPE_OK) {
-        goto out;
-    }
+    ctx->tolerance_s = host->json_int(conf, "webhook_tolerance_s", SENDGRID_DEFAULT_TOLERANCE_S);
     if (pub != NULL) {
         rc = sendgrid_public_key(host, pub, ctx, err, errlen);
         if (rc != AGAPE_OK) {
             goto out;
         }
     }
-    ctx->api_key = sendgrid_dup(key);
-    ctx->base_url = sendgrid_dup(base);
-    ctx->from_email = from ? sendgrid_dup(from) : NULL;
-    if (ctx->api_key == NULL || ctx->base_url == NULL || (from && !ctx->from_email)) {
-        rc = AGAPE_ENOMEM;
-        snprintf(err, errlen, "out of memory");
-        goto out;
-    }
-    size_t n = strlen(ctx->base_url);
-    size_t scheme = strncmp(ctx->base_url, "https://", 8) == 0 ? 8 : 7;
-    while (n > scheme && ctx->base_url[n - 1] == '/') {
-        ctx->base_url[--n] = '\0';
-    }
-    if (n == scheme) {
-        rc = AGAPE_EINVAL;
-        snprintf(err, errlen, "base_url has no host (SENDGRID_API_BASE)");
-        goto out;
-    }
+    ctx->api_key = key;
+    ctx->base_url = base ? base : SENDGRID_DEFAULT_BASE;
+    ctx->from_email = from;
     *out = ctx;
     ctx = NULL;
     rc = AGAPE_OK;

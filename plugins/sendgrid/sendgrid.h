@@ -14,10 +14,12 @@
 /* A P-256 SubjectPublicKeyInfo is 91 bytes; room for any sane key. */
 #define SENDGRID_KEY_MAX 512
 
+/* The strings are borrowed from the normalized configuration init received,
+ * which the core keeps until destroy. */
 struct sendgrid_ctx {
-    char *api_key;             /* never logged, never in err or result */
-    char *from_email;          /* the default sender, or NULL */
-    char *base_url;            /* without a trailing slash */
+    const char *api_key;       /* never logged, never in err or result */
+    const char *from_email;    /* the default sender, or NULL */
+    const char *base_url;      /* without a trailing slash */
     unsigned char *webhook_key; /* DER SubjectPublicKeyInfo, or NULL */
     size_t webhook_key_len;
     int64_t tolerance_s;       /* webhook timestamp tolerance; 0 disables the check */

@@ -13,14 +13,19 @@
 static const struct agape_option sentry_options[] = {
     /* The DSN's public key is not a secret to Sentry (browsers embed it), but
      * the DSN is what lets anyone fill our project: kept out of logs whole. */
-    {"dsn", AGAPE_OPT_REQUIRED | AGAPE_OPT_SECRET, "SENTRY_DSN",
-     "project DSN https://<public_key>@<host>/<project_id>"},
-    {"environment", 0, "AGAPE_ENV", "environment name sent with every event"},
-    {"release", 0, NULL, "release name sent with every event"},
-    {"send_default_pii", 0, NULL,
-     "true: keep user.email and user.ip_address (default false: dropped)"},
-    {NULL, 0, NULL, NULL},
-};
+    {.name = "dsn",
+     .flags = AGAPE_OPT_REQUIRED | AGAPE_OPT_SECRET,
+     .env = "SENTRY_DSN",
+     .description = "project DSN https://<public_key>@<host>/<project_id>"},
+    {.name = "environment",
+     .env = "AGAPE_ENV",
+     .description = "environment name sent with every event"},
+    {.name = "release", .description = "release name sent with every event"},
+    {.name = "send_default_pii",
+     .description = "true: keep user.email and user.ip_address (else dropped)",
+     .type = AGAPE_OPT_BOOL,
+     .dflt = "false"},
+    {0},};
 
 static void sentry_destroy(void *p)
 {
@@ -28,17 +33,11 @@ static void sentry_destroy(void *p)
     if (ctx == NULL) {
         return;
     }
-    if (ctx->dsn != NULL) {
-        explicit_bzero(ctx->dsn, strlen(ctx->dsn));
-    }
     if (ctx->auth != NULL) {
         explicit_bzero(ctx->auth, strlen(ctx->auth));
     }
-    free(ctx->dsn);
     free(ctx->envelope_url);
     free(ctx->auth);
-    free(ctx->environment);
-    free(ctx->release);
     free(ctx);
 }
 
@@ -59,30 +58,29 @@ static bool sentry_name_ok(const char *s, size_t max, bool release)
     return true;
 }
 
+/* The core has read the options by their declared types (plugin.h): the
+ * strings are non-empty or absent, send_default_pii a boolean. The DSN's
+ * shape is Sentry's (sentry_dsn.c). */
 static int sentry_init(const struct agape_host *host, const struct agape_json *conf, void **out,
                        char *err, size_t errlen)
 {
     struct sentry_ctx *ctx = NULL;
-    const char *dsn = NULL, *env = NULL, *release = NULL;
+    const char *dsn = host->json_str(conf, "dsn");
+    const char *env = host->json_str(conf, "environment");
+    const char *release = host->json_str(conf, "release");
     char *pk = NULL, *sk = NULL;
     int rc = AGAPE_EINVAL;
 
     *out = NULL;
-    if (sentry_opt_str(host, conf, "dsn", &dsn) != 0) {
-        snprintf(err, errlen, "dsn must be a string (set SENTRY_DSN)");
-        goto out;
-    }
     if (dsn == NULL) {
         snprintf(err, errlen, "dsn is required (set SENTRY_DSN)");
         goto out;
     }
-    if (sentry_opt_str(host, conf, "environment", &env) != 0 ||
-        (env != NULL && !sentry_name_ok(env, 64, false))) {
+    if (env != NULL && !sentry_name_ok(env, 64, false)) {
         snprintf(err, errlen, "environment must be 1 to 64 printable characters (AGAPE_ENV)");
         goto out;
     }
-    if (sentry_opt_str(host, conf, "release", &release) != 0 ||
-        (release != NULL && !sentry_name_ok(release, 200, true))) {
+    if (release != NULL && !sentry_name_ok(release, 200, true)) {
         snprintf(err, errlen, "release must be 1 to 200 printable characters without slashes");
         goto out;
     }
@@ -92,10 +90,7 @@ static int sentry_init(const struct agape_host *host, const struct agape_json *c
         snprintf(err, errlen, "out of memory");
         goto out;
     }
-    if (sentry_opt_bool(host, conf, "send_default_pii", false, &ctx->send_default_pii) != 0) {
-        snprintf(err, errlen, "send_default_pii must be true or false");
-        goto out;
-    }
+    ctx->send_default_pii = host->json_bool(conf, "send_default_pii", false);
     char why[AGAPE_ERR_SIZE];
     rc = sentry_dsn_parse(dsn, &ctx->envelope_url, &pk, &sk, why, sizeof(why));
     if (rc != AGAPE_OK) {
@@ -105,11 +100,10 @@ static int sentry_init(const struct agape_host *host, const struct agape_json *c
     /* sentry-python Auth.to_header: key, version, client, then the secret. */
     size_t cap = 64 + strlen(pk) + strlen(SENTRY_CLIENT) + (sk ? strlen(sk) + 16 : 0);
     ctx->auth = malloc(cap);
-    ctx->dsn = sentry_dup(dsn);
-    ctx->environment = env ? sentry_dup(env) : NULL;
-    ctx->release = release ? sentry_dup(release) : NULL;
-    if (ctx->auth == NULL || ctx->dsn == NULL || (env && !ctx->environment) ||
-        (release && !ctx->release)) {
+    ctx->dsn = dsn;
+    ctx->environment = env;
+    ctx->release = release;
+    if (ctx->auth == NULL) {
         rc = AGAPE_ENOMEM;
         snprintf(err, errlen, "out of memory");
         goto out;

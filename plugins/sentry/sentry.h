@@ -12,12 +12,14 @@
 #define SENTRY_PLUGIN_VERSION "1.0.0"
 #define SENTRY_CLIENT "agape/" SENTRY_PLUGIN_VERSION /* sentry_client and User-Agent */
 
+/* dsn, environment and release are borrowed from the normalized configuration
+ * init received, which the core keeps until destroy. */
 struct sentry_ctx {
-    char *dsn;          /* as configured; sent in the envelope header (never logged) */
-    char *envelope_url; /* {scheme}://{host}[:{port}]{path}api/{project}/envelope/ */
-    char *auth;         /* the X-Sentry-Auth value */
-    char *environment;  /* or NULL */
-    char *release;      /* or NULL */
+    const char *dsn;         /* as configured; sent in the envelope header (never logged) */
+    char *envelope_url;      /* {scheme}://{host}[:{port}]{path}api/{project}/envelope/ */
+    char *auth;              /* the X-Sentry-Auth value */
+    const char *environment; /* or NULL */
+    const char *release;     /* or NULL */
     bool send_default_pii;
 };
 

@@ -14,64 +14,7 @@
 static const char sentry_filtered[] = "[Filtered]";
 
 /* ------------------------------------------------------------------ */
-/* Options                                                             */
-
-int sentry_opt_str(const struct agape_host *host, const struct agape_json *conf,
-                   const char *name, const char **out)
-{
-    const struct agape_json *v = host->json_get(conf, name);
-    enum agape_json_type t = host->json_type(v);
-    *out = NULL;
-    if (t == AGAPE_JSON_ABSENT || t == AGAPE_JSON_NULL) {
-        return 0;
-    }
-    if (t != AGAPE_JSON_STRING) {
-        return -1;
-    }
-    const char *s = host->json_str(v, "");
-    if (s != NULL && s[0] != '\0') {
-        *out = s;
-    }
-    return 0;
-}
-
-int sentry_opt_bool(const struct agape_host *host, const struct agape_json *conf,
-                    const char *name, bool dflt, bool *out)
-{
-    const struct agape_json *v = host->json_get(conf, name);
-    enum agape_json_type t = host->json_type(v);
-    *out = dflt;
-    if (t == AGAPE_JSON_ABSENT || t == AGAPE_JSON_NULL) {
-        return 0;
-    }
-    if (t == AGAPE_JSON_BOOL) {
-        *out = host->json_bool(v, "", dflt);
-        return 0;
-    }
-    if (t == AGAPE_JSON_INT) {
-        int64_t n = host->json_int(v, "", -1);
-        if (n != 0 && n != 1) {
-            return -1;
-        }
-        *out = n == 1;
-        return 0;
-    }
-    if (t != AGAPE_JSON_STRING) {
-        return -1;
-    }
-    const char *s = host->json_str(v, "");
-    if (s[0] == '\0') {
-        return 0;
-    }
-    if (strcmp(s, "true") == 0 || strcmp(s, "1") == 0 || strcmp(s, "yes") == 0) {
-        *out = true;
-    } else if (strcmp(s, "false") == 0 || strcmp(s, "0") == 0 || strcmp(s, "no") == 0) {
-        *out = false;
-    } else {
-        return -1;
-    }
-    return 0;
-}
+/* Strings                                                             */
 
 bool sentry_token_ok(const char *s)
 {
@@ -82,16 +25,6 @@ bool sentry_token_ok(const char *s)
         }
     }
     return true;
-}
-
-char *sentry_dup(const char *s)
-{
-    size_t n = strlen(s) + 1;
-    char *p = malloc(n);
-    if (p != NULL) {
-        memcpy(p, s, n);
-    }
-    return p;
 }
 
 /* ------------------------------------------------------------------ */

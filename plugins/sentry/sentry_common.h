@@ -1,5 +1,5 @@
 /* sentry_common — what the two monitoring plugins share: the normalized
- * error input (report_error), the scrubber, RFC 3339 time, option readers.
+ * error input (report_error), the scrubber, RFC 3339 time, small string helpers.
  *
  * Compiled into sentry.so and newrelic.so (plugins/newrelic/CMakeLists.txt
  * names this file), so that an error is validated and scrubbed the same way
@@ -14,22 +14,10 @@
  * hours; more than a day is treated as a day). */
 #define SENTRY_RETRY_MAX_S 86400
 
-/* ---- options (init, main thread) ---- */
+/* ---- strings ---- */
 
-/* An optional string option: *out = NULL when absent, null or "" (an unset
- * variable through env()); borrowed from conf. Returns 0, or -1 when present
- * but not a string. */
-int sentry_opt_str(const struct agape_host *host, const struct agape_json *conf,
-                   const char *name, const char **out);
-/* A boolean option: true/false, 1/0, or the strings "true" "false" "1" "0"
- * "yes" "no" (env() gives strings). Absent, null or "" → dflt. Returns 0 or
- * -1 for anything else. */
-int sentry_opt_bool(const struct agape_host *host, const struct agape_json *conf,
-                    const char *name, bool dflt, bool *out);
 /* Printable ASCII without spaces (safe in a header value or a URL). */
 bool sentry_token_ok(const char *s);
-/* malloc'd copy, or NULL. */
-char *sentry_dup(const char *s);
 
 /* ---- text ---- */
 

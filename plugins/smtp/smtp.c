@@ -16,131 +16,58 @@
 #define SMTP_NAME_MAX 256
 
 static const struct agape_option smtp_options[] = {
-    {"url", AGAPE_OPT_REQUIRED, "SMTP_URL",
-     "smtp://host:port (STARTTLS optional or required) or smtps://host:port (TLS)"},
-    {"username", 0, "SMTP_USERNAME", "SMTP AUTH user; without it no AUTH is attempted"},
-    {"password", AGAPE_OPT_SECRET, "SMTP_PASSWORD", "SMTP AUTH password"},
-    {"starttls", 0, "SMTP_STARTTLS", "1 to require STARTTLS on smtp:// (refuse plain text)"},
-    {"from_email", 0, "DEFAULT_FROM_EMAIL",
-     "default sender address; a message's own from wins"},
-    {NULL, 0, NULL, NULL},
-};
-
-static char *smtp_dup(const char *s)
-{
-    size_t n = strlen(s) + 1;
-    char *p = malloc(n);
-    if (p != NULL) {
-        memcpy(p, s, n);
-    }
-    return p;
-}
+    {.name = "url",
+     .flags = AGAPE_OPT_REQUIRED,
+     .env = "SMTP_URL",
+     .description = "smtp://host:port (STARTTLS optional or required) or smtps://host:port (TLS)",
+     .type = AGAPE_OPT_SMTP_URL},
+    {.name = "username",
+     .env = "SMTP_USERNAME",
+     .description = "SMTP AUTH user; without it no AUTH is attempted"},
+    {.name = "password",
+     .flags = AGAPE_OPT_SECRET,
+     .env = "SMTP_PASSWORD",
+     .description = "SMTP AUTH password"},
+    {.name = "starttls",
+     .env = "SMTP_STARTTLS",
+     .description = "true to require STARTTLS on smtp:// (refuse plain text)",
+     .type = AGAPE_OPT_BOOL,
+     .dflt = "false"},
+    {.name = "from_email",
+     .env = "DEFAULT_FROM_EMAIL",
+     .description = "default sender address; a message's own from wins"},
+    {0},};
 
 static void smtp_destroy(void *p)
 {
-    struct smtp_ctx *ctx = p;
-    if (ctx == NULL) {
-        return;
-    }
-    if (ctx->password != NULL) {
-        explicit_bzero(ctx->password, strlen(ctx->password));
-    }
-    free(ctx->url);
-    free(ctx->username);
-    free(ctx->password);
-    free(ctx->from_email);
-    free(ctx);
+    free(p);
 }
 
-/* An optional string option: NULL when absent, null or empty. -1 when
- * present but not a string. */
-static int smtp_opt_str(const struct agape_host *host, const struct agape_json *conf,
-                        const char *name, const char **out)
-{
-    const struct agape_json *v = host->json_get(conf, name);
-    enum agape_json_type t = host->json_type(v);
-    *out = NULL;
-    if (t == AGAPE_JSON_ABSENT || t == AGAPE_JSON_NULL) {
-        return 0;
-    }
-    if (t != AGAPE_JSON_STRING) {
-        return -1;
-    }
-    const char *s = host->json_str(conf, name);
-    if (s != NULL && s[0] != '\0') {
-        *out = s;
-    }
-    return 0;
-}
-
-static bool smtp_token_ok(const char *s)
-{
-    for (; *s; s++) {
-        unsigned char c = (unsigned char)*s;
-        if (c <= 0x20 || c >= 0x7f) {
-            return false;
-        }
-    }
-    return true;
-}
-
-/* starttls: "1"/"true" or true/1 require it; "0"/"false"/""/absent do not. */
-static int smtp_starttls(const struct agape_host *host, const struct agape_json *conf,
-                         bool *out)
-{
-    const struct agape_json *v = host->json_get(conf, "starttls");
-    enum agape_json_type t = host->json_type(v);
-    *out = false;
-    if (t == AGAPE_JSON_ABSENT || t == AGAPE_JSON_NULL) {
-        return 0;
-    }
-    if (t == AGAPE_JSON_BOOL) {
-        *out = host->json_bool(conf, "starttls", false);
-        return 0;
-    }
-    if (t == AGAPE_JSON_INT) {
-        int64_t n = host->json_int(conf, "starttls", -1);
-        *out = n == 1;
-        return (n == 0 || n == 1) ? 0 : -1;
-    }
-    if (t == AGAPE_JSON_STRING) {
-        const char *s = host->json_str(conf, "starttls");
-        if (strcmp(s, "1") == 0 || strcmp(s, "true") == 0) {
-            *out = true;
-            return 0;
-        }
-        return (s[0] == '\0' || strcmp(s, "0") == 0 || strcmp(s, "false") == 0) ? 0 : -1;
-    }
-    return -1;
-}
-
+/* The core has read the options by their declared types (plugin.h): url is
+ * a checked smtp:// or smtps:// URL, starttls a boolean, the strings are
+ * non-empty or absent. */
 static int smtp_init(const struct agape_host *host, const struct agape_json *conf, void **out,
                      char *err, size_t errlen)
 {
     struct smtp_ctx *ctx = NULL;
-    const char *url = NULL, *user = NULL, *pass = NULL, *from = NULL;
-    bool starttls = false;
+    const char *url = host->json_str(conf, "url");
+    const char *user = host->json_str(conf, "username");
+    const char *pass = host->json_str(conf, "password");
+    const char *from = host->json_str(conf, "from_email");
+    bool starttls = host->json_bool(conf, "starttls", false);
     int rc = AGAPE_EINVAL;
 
     *out = NULL;
-    if (smtp_opt_str(host, conf, "url", &url) != 0 || url == NULL) {
+    if (url == NULL) {
         snprintf(err, errlen, "url is required (set SMTP_URL)");
         goto out;
     }
-    size_t scheme = strncmp(url, "smtp://", 7) == 0 ? 7 : strncmp(url, "smtps://", 8) == 0 ? 8 : 0;
-    if (scheme == 0 || !smtp_token_ok(url) || strlen(url) > 1024 || url[scheme] == '\0' ||
-        url[scheme] == '/' || url[scheme] == ':') {
-        snprintf(err, errlen, "url must be smtp://host:port or smtps://host:port (SMTP_URL)");
-        goto out;
-    }
-    if (smtp_opt_str(host, conf, "username", &user) != 0 ||
-        (user != NULL && (strchr(user, ':') != NULL || strpbrk(user, "\r\n") != NULL ||
-                          strlen(user) > 256))) {
+    if (user != NULL &&
+        (strchr(user, ':') != NULL || strpbrk(user, "\r\n") != NULL || strlen(user) > 256)) {
         snprintf(err, errlen, "username must be a string without ':' (SMTP_USERNAME)");
         goto out;
     }
-    if (smtp_opt_str(host, conf, "password", &pass) != 0 ||
-        (pass != NULL && (strpbrk(pass, "\r\n") != NULL || strlen(pass) > 256))) {
+    if (pass != NULL && (strpbrk(pass, "\r\n") != NULL || strlen(pass) > 256)) {
         snprintf(err, errlen, "password must be one line of text (SMTP_PASSWORD)");
         goto out;
     }
@@ -148,12 +75,7 @@ static int smtp_init(const struct agape_host *host, const struct agape_json *con
         snprintf(err, errlen, "password is set but username is not (SMTP_USERNAME)");
         goto out;
     }
-    if (smtp_starttls(host, conf, &starttls) != 0) {
-        snprintf(err, errlen, "starttls must be 1 (require STARTTLS) or 0 (SMTP_STARTTLS)");
-        goto out;
-    }
-    if (smtp_opt_str(host, conf, "from_email", &from) != 0 ||
-        (from != NULL && !smtp_addr_ok(from))) {
+    if (from != NULL && !smtp_addr_ok(from)) {
         snprintf(err, errlen, "from_email must be an e-mail address (DEFAULT_FROM_EMAIL)");
         goto out;
     }
@@ -164,27 +86,19 @@ static int smtp_init(const struct agape_host *host, const struct agape_json *con
         snprintf(err, errlen, "out of memory");
         goto out;
     }
-    ctx->url = smtp_dup(url);
-    ctx->username = user ? smtp_dup(user) : NULL;
-    ctx->password = pass ? smtp_dup(pass) : NULL;
-    ctx->from_email = from ? smtp_dup(from) : NULL;
+    ctx->url = url;
+    ctx->username = user;
+    ctx->password = pass;
+    ctx->from_email = from;
     ctx->starttls = starttls;
-    if (ctx->url == NULL || (user && !ctx->username) || (pass && !ctx->password) ||
-        (from && !ctx->from_email)) {
-        rc = AGAPE_ENOMEM;
-        snprintf(err, errlen, "out of memory");
-        goto out;
-    }
-    if (scheme == 7 && !starttls) {
+    if (strncmp(url, "smtp://", 7) == 0 && !starttls) {
         host->log(NULL, AGAPE_LOG_INFO,
                   "smtp: STARTTLS is not required (SMTP_STARTTLS); credentials and mail may "
                   "cross the network in plain text");
     }
     *out = ctx;
-    ctx = NULL;
     rc = AGAPE_OK;
 out:
-    smtp_destroy(ctx);
     return rc;
 }
 

@@ -9,12 +9,14 @@
 
 #define SMTP_ID_MAX 200 /* message_id, the left part of the Message-ID */
 
+/* The strings are borrowed from the normalized configuration init received,
+ * which the core keeps until destroy. */
 struct smtp_ctx {
-    char *url;        /* smtp://host:port or smtps://host:port */
-    char *username;   /* SMTP AUTH user, or NULL (no AUTH) */
-    char *password;   /* never logged, never in err or result */
-    char *from_email; /* the default sender, or NULL */
-    bool starttls;    /* require STARTTLS on smtp:// */
+    const char *url;        /* smtp://host:port or smtps://host:port */
+    const char *username;   /* SMTP AUTH user, or NULL (no AUTH) */
+    const char *password;   /* never logged, never in err or result */
+    const char *from_email; /* the default sender, or NULL */
+    bool starttls;          /* require STARTTLS on smtp:// */
 };
 
 /* What goes into one message; every string is borrowed. */

@@ -20,13 +20,15 @@
 /* The Idempotency-Key header is at most 255 characters (§1.5). */
 #define STRIPE_IDEM_KEY_MAX 255
 
+/* The strings are borrowed from the normalized configuration init received,
+ * which the core keeps until destroy. */
 struct stripe_ctx {
-    char *secret_key;      /* sk_… or rk_…; never logged, never in err or result */
-    char *public_key;      /* pk_… or NULL; unused by the operations */
-    char *webhook_secret;  /* whsec_… or NULL */
-    char *base_url;        /* without a trailing slash */
-    char *api_version;     /* Stripe-Version value, or NULL (the account's default) */
-    int64_t tolerance_s;   /* webhook timestamp tolerance; 0 disables the check */
+    const char *secret_key;     /* sk_… or rk_…; never logged, never in err or result */
+    const char *public_key;     /* pk_… or NULL; unused by the operations */
+    const char *webhook_secret; /* whsec_… or NULL */
+    const char *base_url;       /* without a trailing slash */
+    const char *api_version;    /* Stripe-Version value, or NULL (the account's default) */
+    int64_t tolerance_s;        /* webhook timestamp tolerance; 0 disables the check */
 };
 
 /* stripe_payment.c */

@@ -14,62 +14,29 @@
 #define TWILIO_FROM_MAX 64
 
 static const struct agape_option twilio_options[] = {
-    {"account_sid", AGAPE_OPT_REQUIRED, "TWILIO_ACCOUNT_SID", "Account SID, AC + 32 hex digits"},
-    {"auth_token", AGAPE_OPT_REQUIRED | AGAPE_OPT_SECRET, "TWILIO_AUTH_TOKEN",
-     "Auth Token: the API password and the webhook signing key"},
-    {"from", 0, "TWILIO_PHONE_NUMBER",
-     "default sender: a Twilio number in E.164, a short code or an alphanumeric sender id"},
-    {"messaging_service_sid", 0, NULL,
-     "Messaging Service SID (MG…); used when a message has no from of its own"},
-    {"base_url", 0, "TWILIO_API_BASE", "API base URL, default https://api.twilio.com"},
-    {NULL, 0, NULL, NULL},
-};
-
-static char *twilio_dup(const char *s)
-{
-    size_t n = strlen(s) + 1;
-    char *p = malloc(n);
-    if (p != NULL) {
-        memcpy(p, s, n);
-    }
-    return p;
-}
+    {.name = "account_sid",
+     .flags = AGAPE_OPT_REQUIRED,
+     .env = "TWILIO_ACCOUNT_SID",
+     .description = "Account SID, AC + 32 hex digits"},
+    {.name = "auth_token",
+     .flags = AGAPE_OPT_REQUIRED | AGAPE_OPT_SECRET,
+     .env = "TWILIO_AUTH_TOKEN",
+     .description = "Auth Token: the API password and the webhook signing key"},
+    {.name = "from",
+     .env = "TWILIO_PHONE_NUMBER",
+     .description = "default sender: a Twilio number in E.164, a short code or an alphanumeric sender id"},
+    {.name = "messaging_service_sid",
+     .description = "Messaging Service SID (MG…); used when a message has no from of its own"},
+    {.name = "base_url",
+     .env = "TWILIO_API_BASE",
+     .description = "API base URL",
+     .type = AGAPE_OPT_URL,
+     .dflt = TWILIO_DEFAULT_BASE},
+    {0},};
 
 static void twilio_destroy(void *p)
 {
-    struct twilio_ctx *ctx = p;
-    if (ctx == NULL) {
-        return;
-    }
-    if (ctx->auth_token != NULL) {
-        explicit_bzero(ctx->auth_token, strlen(ctx->auth_token));
-    }
-    free(ctx->auth_token);
-    free(ctx->from);
-    free(ctx->messaging_service_sid);
-    free(ctx->base_url);
-    free(ctx);
-}
-
-/* An optional string option: NULL when absent, null or empty. -1 when
- * present but not a string. */
-static int twilio_opt_str(const struct agape_host *host, const struct agape_json *conf,
-                          const char *name, const char **out)
-{
-    const struct agape_json *v = host->json_get(conf, name);
-    enum agape_json_type t = host->json_type(v);
-    *out = NULL;
-    if (t == AGAPE_JSON_ABSENT || t == AGAPE_JSON_NULL) {
-        return 0;
-    }
-    if (t != AGAPE_JSON_STRING) {
-        return -1;
-    }
-    const char *s = host->json_str(conf, name);
-    if (s != NULL && s[0] != '\0') {
-        *out = s;
-    }
-    return 0;
+    free(p);
 }
 
 /* Two letters, then 32 hex digits: ^AC[0-9a-fA-F]{32}$ and the like
@@ -117,15 +84,22 @@ static bool twilio_from_ok(const char *s)
     return true;
 }
 
+/* The core has read the options by their declared types (plugin.h): strings
+ * are non-empty or absent, base_url is a checked URL without a trailing
+ * slash. The SID patterns and the sender's shape are Twilio's. */
 static int twilio_init(const struct agape_host *host, const struct agape_json *conf, void **out,
                        char *err, size_t errlen)
 {
     struct twilio_ctx *ctx = NULL;
-    const char *sid = NULL, *token = NULL, *from = NULL, *mg = NULL, *base = NULL;
+    const char *sid = host->json_str(conf, "account_sid");
+    const char *token = host->json_str(conf, "auth_token");
+    const char *from = host->json_str(conf, "from");
+    const char *mg = host->json_str(conf, "messaging_service_sid");
+    const char *base = host->json_str(conf, "base_url");
     int rc = AGAPE_EINVAL;
 
     *out = NULL;
-    if (twilio_opt_str(host, conf, "account_sid", &sid) != 0 || sid == NULL) {
+    if (sid == NULL) {
         snprintf(err, errlen, "account_sid is required (set TWILIO_ACCOUNT_SID)");
         goto out;
     }
@@ -134,7 +108,7 @@ static int twilio_init(const struct agape_host *host, const struct agape_json *c
                               "(check TWILIO_ACCOUNT_SID)");
         goto out;
     }
-    if (twilio_opt_str(host, conf, "auth_token", &token) != 0 || token == NULL) {
+    if (token == NULL) {
         snprintf(err, errlen, "auth_token is required (set TWILIO_AUTH_TOKEN)");
         goto out;
     }
@@ -143,28 +117,14 @@ static int twilio_init(const struct agape_host *host, const struct agape_json *c
                               "(check TWILIO_AUTH_TOKEN)");
         goto out;
     }
-    if (twilio_opt_str(host, conf, "from", &from) != 0 || (from && !twilio_from_ok(from))) {
+    if (from != NULL && !twilio_from_ok(from)) {
         snprintf(err, errlen, "from must be a phone number in E.164, a short code or a "
                               "sender id of at most %d characters (TWILIO_PHONE_NUMBER)",
                  TWILIO_FROM_MAX);
         goto out;
     }
-    if (twilio_opt_str(host, conf, "messaging_service_sid", &mg) != 0 ||
-        (mg && !twilio_sid_ok(mg, "MG"))) {
+    if (mg != NULL && !twilio_sid_ok(mg, "MG")) {
         snprintf(err, errlen, "messaging_service_sid must be MG followed by 32 hex digits");
-        goto out;
-    }
-    if (twilio_opt_str(host, conf, "base_url", &base) != 0) {
-        snprintf(err, errlen, "base_url must be a string (TWILIO_API_BASE)");
-        goto out;
-    }
-    if (base == NULL) {
-        base = TWILIO_DEFAULT_BASE;
-    }
-    if ((strncmp(base, "http://", 7) != 0 && strncmp(base, "https://", 8) != 0) ||
-        !twilio_token_ok(base)) {
-        snprintf(err, errlen, "base_url must start with http:// or https:// and contain no "
-                              "spaces (TWILIO_API_BASE)");
         goto out;
     }
 
@@ -174,37 +134,19 @@ static int twilio_init(const struct agape_host *host, const struct agape_json *c
         snprintf(err, errlen, "out of memory");
         goto out;
     }
-    memcpy(ctx->account_sid, sid, TWILIO_SID_LEN + 1);
-    ctx->auth_token = twilio_dup(token);
-    ctx->base_url = twilio_dup(base);
-    ctx->from = from ? twilio_dup(from) : NULL;
-    ctx->messaging_service_sid = mg ? twilio_dup(mg) : NULL;
-    if (ctx->auth_token == NULL || ctx->base_url == NULL || (from && !ctx->from) ||
-        (mg && !ctx->messaging_service_sid)) {
-        rc = AGAPE_ENOMEM;
-        snprintf(err, errlen, "out of memory");
-        goto out;
-    }
-    size_t n = strlen(ctx->base_url);
-    size_t scheme = strncmp(ctx->base_url, "https://", 8) == 0 ? 8 : 7;
-    while (n > scheme && ctx->base_url[n - 1] == '/') {
-        ctx->base_url[--n] = '\0';
-    }
-    if (n == scheme) {
-        rc = AGAPE_EINVAL;
-        snprintf(err, errlen, "base_url has no host (TWILIO_API_BASE)");
-        goto out;
-    }
+    ctx->account_sid = sid;
+    ctx->auth_token = token;
+    ctx->base_url = base ? base : TWILIO_DEFAULT_BASE;
+    ctx->from = from;
+    ctx->messaging_service_sid = mg;
     if (ctx->from == NULL && ctx->messaging_service_sid == NULL) {
         host->log(NULL, AGAPE_LOG_INFO,
                   "twilio: neither from (TWILIO_PHONE_NUMBER) nor messaging_service_sid is "
                   "configured; every message must carry its own from");
     }
     *out = ctx;
-    ctx = NULL;
     rc = AGAPE_OK;
 out:
-    twilio_destroy(ctx);
     return rc;
 }
 

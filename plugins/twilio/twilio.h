@@ -10,12 +10,14 @@
 #define TWILIO_DEFAULT_BASE "https://api.twilio.com"
 #define TWILIO_SID_LEN 34 /* two letters and 32 hex digits */
 
+/* The strings are borrowed from the normalized configuration init received,
+ * which the core keeps until destroy. */
 struct twilio_ctx {
-    char account_sid[TWILIO_SID_LEN + 1]; /* AC…, in the path and the Basic user */
-    char *auth_token;                     /* never logged, never in err or result */
-    char *from;                           /* the default sender, or NULL */
-    char *messaging_service_sid;          /* MG…, or NULL */
-    char *base_url;                       /* without a trailing slash */
+    const char *account_sid;           /* AC…, in the path and the Basic user */
+    const char *auth_token;            /* never logged, never in err or result */
+    const char *from;                  /* the default sender, or NULL */
+    const char *messaging_service_sid; /* MG…, or NULL */
+    const char *base_url;              /* without a trailing slash */
 };
 
 /* twilio_sms.c */

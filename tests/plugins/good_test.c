@@ -156,10 +156,12 @@ static const struct agape_payment_ops good_test_payment = {
 };
 
 static const struct agape_option good_test_options[] = {
-    {"api_key", AGAPE_OPT_REQUIRED | AGAPE_OPT_SECRET, "GOOD_TEST_KEY", "the test API key"},
-    {"base_url", 0, NULL, "where the fake provider listens"},
-    {NULL, 0, NULL, NULL},
-};
+    {.name = "api_key",
+     .flags = AGAPE_OPT_REQUIRED | AGAPE_OPT_SECRET,
+     .env = "GOOD_TEST_KEY",
+     .description = "the test API key"},
+    {.name = "base_url", .description = "where the fake provider listens"},
+    {.name = NULL},};
 
 static const struct agape_plugin good_test_plugin = {
     .abi_version = AGAPE_PLUGIN_ABI_VERSION,

@@ -31,9 +31,11 @@ static const struct agape_payment_ops init_fails_payment = {
 };
 
 static const struct agape_option init_fails_options[] = {
-    {"api_key", AGAPE_OPT_SECRET, "INIT_FAILS_KEY", "registered for redaction before init"},
-    {NULL, 0, NULL, NULL},
-};
+    {.name = "api_key",
+     .flags = AGAPE_OPT_SECRET,
+     .env = "INIT_FAILS_KEY",
+     .description = "registered for redaction before init"},
+    {.name = NULL},};
 
 static const struct agape_plugin init_fails_plugin = {
     .abi_version = AGAPE_PLUGIN_ABI_VERSION,

@@ -129,9 +129,10 @@ static const struct agape_webhook_ops wh_fetch_webhook = {
 };
 
 static const struct agape_option wh_fetch_options[] = {
-    {"key_url", AGAPE_OPT_REQUIRED, NULL, "where the signing key is fetched from"},
-    {NULL, 0, NULL, NULL},
-};
+    {.name = "key_url",
+     .flags = AGAPE_OPT_REQUIRED,
+     .description = "where the signing key is fetched from"},
+    {.name = NULL},};
 
 static const struct agape_plugin wh_fetch_plugin = {
     .abi_version = AGAPE_PLUGIN_ABI_VERSION,

@@ -10,6 +10,7 @@
 #include "buf.h"
 #include "client.h"
 #include "host.h"
+#include "options.h"
 #include "plugins.h"
 
 #include <fcntl.h>
@@ -77,9 +78,15 @@ static int provider_init(json_t *conf, char *err, size_t errlen)
     pthread_mutex_init(&g.prov.cache_lock, NULL);
     g.prov.name = (char *)"ga";
     g.prov.plugin = g.pl;
-    g.prov.conf = conf;
     err[0] = '\0';
-    int rc = g.pl->desc->init(host_table(), HOST_AJ(conf), &g.prov.ctx, err, errlen);
+    /* What the registry does before init: the table normalized per the
+     * plugin's option schema (a type error stops here, in the core's words). */
+    g.prov.conf = options_for_init("ga", g.pl->desc->options, conf, err, errlen);
+    json_decref(conf);
+    if (g.prov.conf == NULL) {
+        return AGAPE_EINVAL;
+    }
+    int rc = g.pl->desc->init(host_table(), HOST_AJ(g.prov.conf), &g.prov.ctx, err, errlen);
     g.prov.usable = rc == AGAPE_OK;
     return rc;
 }
@@ -298,18 +305,18 @@ static void test_init_errors(void **state)
     provider_fini();
     expect_init_error(json_pack("{s:s, s:s, s:s}", "measurement_id", MID, "api_secret", SECRET,
                                 "base_url", "ftp://x"),
-                      "base_url must start with http:// or https://");
+                      "base_url: expected an http:// or https:// URL");
     expect_init_error(json_pack("{s:s, s:s, s:s}", "measurement_id", MID, "api_secret", SECRET,
                                 "base_url", "https://x/?a=1"),
                       "base_url");
     expect_init_error(json_pack("{s:s, s:s, s:s}", "measurement_id", MID, "api_secret", SECRET,
                                 "base_url", "https:///"),
-                      "base_url has no host");
+                      "base_url: expected an http:// or https:// URL with a host");
     expect_init_error(json_pack("{s:s, s:s, s:s}", "measurement_id", MID, "api_secret", SECRET,
                                 "debug", "maybe"),
-                      "debug must be true or false");
+                      "debug: expected true or false");
     expect_init_error(json_pack("{s:i, s:s}", "measurement_id", 5, "api_secret", SECRET),
-                      "must be strings");
+                      "measurement_id: expected a string (GA_MEASUREMENT_ID)");
 }
 
 /* ---------------------------------------------------------------- */

@@ -11,6 +11,7 @@
 #include "buf.h"
 #include "client.h"
 #include "host.h"
+#include "options.h"
 #include "plugins.h"
 
 #include <fcntl.h>
@@ -69,9 +70,15 @@ static int provider_init(json_t *conf, char *err, size_t errlen)
     pthread_mutex_init(&g.prov.cache_lock, NULL);
     g.prov.name = (char *)"newrelic";
     g.prov.plugin = g.pl;
-    g.prov.conf = conf;
     err[0] = '\0';
-    int rc = g.pl->desc->init(host_table(), HOST_AJ(conf), &g.prov.ctx, err, errlen);
+    /* What the registry does before init: the table normalized per the
+     * plugin's option schema (a type error stops here, in the core's words). */
+    g.prov.conf = options_for_init("newrelic", g.pl->desc->options, conf, err, errlen);
+    json_decref(conf);
+    if (g.prov.conf == NULL) {
+        return AGAPE_EINVAL;
+    }
+    int rc = g.pl->desc->init(host_table(), HOST_AJ(g.prov.conf), &g.prov.ctx, err, errlen);
     g.prov.usable = rc == AGAPE_OK;
     return rc;
 }
@@ -281,13 +288,13 @@ static void test_init_errors(void **state)
     expect_init_error(json_pack("{s:s, s:s}", "license_key", KEY, "region", "asia"),
                       "region must be us or eu (NEW_RELIC_REGION)");
     expect_init_error(json_pack("{s:s, s:s}", "license_key", KEY, "account_id", "12a"),
-                      "account_id must be a positive decimal number");
+                      "account_id: expected an integer of at least 1");
     expect_init_error(json_pack("{s:s, s:i}", "license_key", KEY, "account_id", -3),
                       "account_id");
     expect_init_error(json_pack("{s:s, s:s}", "license_key", KEY, "base_url", "ftp://x"),
-                      "base_url must start with http:// or https://");
+                      "base_url: expected an http:// or https:// URL");
     expect_init_error(json_pack("{s:s, s:s}", "license_key", KEY, "base_url", "https://"),
-                      "base_url has no host");
+                      "base_url: expected an http:// or https:// URL with a host");
     expect_init_error(json_pack("{s:s, s:s}", "license_key", KEY, "send_default_pii", "x"),
                       "send_default_pii");
 }

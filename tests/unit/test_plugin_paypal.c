@@ -9,6 +9,7 @@
 #include "buf.h"
 #include "client.h"
 #include "host.h"
+#include "options.h"
 #include "plugins.h"
 
 #include <inttypes.h>
@@ -68,9 +69,15 @@ static int provider_init(json_t *conf, char *err, size_t errlen)
     pthread_mutex_init(&g.prov.cache_lock, NULL);
     g.prov.name = (char *)"paypal";
     g.prov.plugin = g.pl;
-    g.prov.conf = conf;
     err[0] = '\0';
-    int rc = g.pl->desc->init(host_table(), HOST_AJ(conf), &g.prov.ctx, err, errlen);
+    /* What the registry does before init: the table normalized per the
+     * plugin's option schema (a type error stops here, in the core's words). */
+    g.prov.conf = options_for_init("paypal", g.pl->desc->options, conf, err, errlen);
+    json_decref(conf);
+    if (g.prov.conf == NULL) {
+        return AGAPE_EINVAL;
+    }
+    int rc = g.pl->desc->init(host_table(), HOST_AJ(g.prov.conf), &g.prov.ctx, err, errlen);
     g.prov.usable = rc == AGAPE_OK;
     return rc;
 }
@@ -378,7 +385,7 @@ static void test_init_errors(void **state)
     expect_init_error(json_pack("{s:s, s:s}", "client_id", CID, "client_secret", ""),
                       "client_secret is required");
     expect_init_error(json_pack("{s:s, s:i}", "client_id", CID, "client_secret", 7),
-                      "client_secret must be a string");
+                      "client_secret: expected a string (PAYPAL_CLIENT_SECRET)");
     expect_init_error(json_pack("{s:s, s:s}", "client_id", "a:b", "client_secret", SECRET),
                       "client_id must be printable ASCII without spaces or ':'");
     expect_init_error(json_pack("{s:s, s:s}", "client_id", CID, "client_secret", SECRET " x"),
@@ -388,13 +395,13 @@ static void test_init_errors(void **state)
                       "mode must be \"sandbox\" or \"live\" (PAYPAL_MODE), not \"production\"");
     expect_init_error(json_pack("{s:s, s:s, s:i}", "client_id", CID, "client_secret", SECRET,
                                 "mode", 1),
-                      "mode must be");
+                      "mode: expected a string (PAYPAL_MODE)");
     expect_init_error(json_pack("{s:s, s:s, s:s}", "client_id", CID, "client_secret", SECRET,
                                 "base_url", "ftp://x"),
-                      "base_url must start with http:// or https://");
+                      "base_url: expected an http:// or https:// URL");
     expect_init_error(json_pack("{s:s, s:s, s:s}", "client_id", CID, "client_secret", SECRET,
                                 "base_url", "https:///"),
-                      "base_url has no host");
+                      "base_url: expected an http:// or https:// URL with a host");
 }
 
 /* The base URL each configuration gives, read off the token request. */

@@ -6,6 +6,7 @@
 #include "client.h"
 #include "crypto.h"
 #include "host.h"
+#include "options.h"
 #include "plugins.h"
 
 #include <inttypes.h>
@@ -48,9 +49,15 @@ static int provider_init(json_t *conf, char *err, size_t errlen)
     pthread_mutex_init(&prov.cache_lock, NULL);
     prov.name = (char *)"sandbox";
     prov.plugin = pl;
-    prov.conf = conf;
     err[0] = '\0';
-    return pl->desc->init(host_table(), HOST_AJ(conf), &prov.ctx, err, errlen);
+    /* What the registry does before init: the table normalized per the
+     * plugin's option schema (a type error stops here, in the core's words). */
+    prov.conf = options_for_init("sandbox", pl->desc->options, conf, err, errlen);
+    json_decref(conf);
+    if (prov.conf == NULL) {
+        return AGAPE_EINVAL;
+    }
+    return pl->desc->init(host_table(), HOST_AJ(prov.conf), &prov.ctx, err, errlen);
 }
 
 static void provider_fini(void)

@@ -8,6 +8,7 @@
 #include "client.h"
 #include "crypto.h"
 #include "host.h"
+#include "options.h"
 #include "plugins.h"
 
 #include <inttypes.h>
@@ -78,9 +79,15 @@ static int provider_init(json_t *conf, char *err, size_t errlen)
     pthread_mutex_init(&g.prov.cache_lock, NULL);
     g.prov.name = (char *)"sendgrid";
     g.prov.plugin = g.pl;
-    g.prov.conf = conf;
     err[0] = '\0';
-    int rc = g.pl->desc->init(host_table(), HOST_AJ(conf), &g.prov.ctx, err, errlen);
+    /* What the registry does before init: the table normalized per the
+     * plugin's option schema (a type error stops here, in the core's words). */
+    g.prov.conf = options_for_init("sendgrid", g.pl->desc->options, conf, err, errlen);
+    json_decref(conf);
+    if (g.prov.conf == NULL) {
+        return AGAPE_EINVAL;
+    }
+    int rc = g.pl->desc->init(host_table(), HOST_AJ(g.prov.conf), &g.prov.ctx, err, errlen);
     g.prov.usable = rc == AGAPE_OK;
     return rc;
 }
@@ -258,7 +265,7 @@ static void test_init(void **state)
     expect_init_error(json_pack("{s:s, s:s}", "api_key", API_KEY, "from_email", "nobody"),
                       "from_email");
     expect_init_error(json_pack("{s:s, s:s}", "api_key", API_KEY, "base_url", "ftp://x"),
-                      "base_url must start with http:// or https://");
+                      "base_url: expected an http:// or https:// URL");
     expect_init_error(json_pack("{s:s, s:s}", "api_key", API_KEY, "webhook_public_key",
                                 "not-a-key"),
                       "webhook_public_key");

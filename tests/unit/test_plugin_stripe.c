@@ -8,6 +8,7 @@
 #include "client.h"
 #include "crypto.h"
 #include "host.h"
+#include "options.h"
 #include "plugins.h"
 
 #include <inttypes.h>
@@ -63,9 +64,15 @@ static int provider_init(json_t *conf, char *err, size_t errlen)
     pthread_mutex_init(&g.prov.cache_lock, NULL);
     g.prov.name = (char *)"stripe";
     g.prov.plugin = g.pl;
-    g.prov.conf = conf;
     err[0] = '\0';
-    int rc = g.pl->desc->init(host_table(), HOST_AJ(conf), &g.prov.ctx, err, errlen);
+    /* What the registry does before init: the table normalized per the
+     * plugin's option schema (a type error stops here, in the core's words). */
+    g.prov.conf = options_for_init("stripe", g.pl->desc->options, conf, err, errlen);
+    json_decref(conf);
+    if (g.prov.conf == NULL) {
+        return AGAPE_EINVAL;
+    }
+    int rc = g.pl->desc->init(host_table(), HOST_AJ(g.prov.conf), &g.prov.ctx, err, errlen);
     g.prov.usable = rc == AGAPE_OK;
     return rc;
 }
@@ -265,7 +272,8 @@ static void test_init_errors(void **state)
     (void)state;
     expect_init_error(json_object(), "secret_key is required (set STRIPE_SECRET_KEY)");
     expect_init_error(json_pack("{s:s}", "secret_key", ""), "secret_key is required");
-    expect_init_error(json_pack("{s:i}", "secret_key", 5), "secret_key must be a string");
+    expect_init_error(json_pack("{s:i}", "secret_key", 5),
+                      "secret_key: expected a string (STRIPE_SECRET_KEY)");
     /* A publishable key in the wrong place: refused, and never echoed. */
     char err[AGAPE_ERR_SIZE];
     assert_int_equal(provider_init(json_pack("{s:s}", "secret_key", "pk_test_abcdefgh"), err,
@@ -275,9 +283,9 @@ static void test_init_errors(void **state)
     assert_null(strstr(err, "pk_test_abcdefgh"));
     provider_fini();
     expect_init_error(json_pack("{s:s, s:s}", "secret_key", SK, "base_url", "ftp://x"),
-                      "base_url must start with http:// or https://");
+                      "base_url: expected an http:// or https:// URL");
     expect_init_error(json_pack("{s:s, s:s}", "secret_key", SK, "base_url", "https://"),
-                      "base_url has no host");
+                      "base_url: expected an http:// or https:// URL with a host");
     expect_init_error(json_pack("{s:s, s:i}", "secret_key", SK, "webhook_tolerance_s", -1),
                       "webhook_tolerance_s");
     expect_init_error(json_pack("{s:s, s:s}", "secret_key", SK, "webhook_tolerance_s", "5m"),

@@ -1,6 +1,7 @@
 /* plugins: the loader's refusals (one message each, naming the file), the
- * registry (required options, init failures, secrets, kinds) and one call
- * driven through a real plugin with a hand-made answer. */
+ * registry (required options, option types and unknown keys, init failures,
+ * secrets, kinds) and one call driven through a real plugin with a hand-made
+ * answer. */
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -161,6 +162,15 @@ static void test_good_plugin(void **state)
     /* init_fails loads fine: its failure shows only when a provider uses it */
     assert_int_equal(plugin_load(TP "/init_fails.so", &p, err, sizeof(err)), AGAPE_OK);
     plugin_unload(p);
+}
+
+static void test_bad_option_declaration(void **state)
+{
+    (void)state;
+    char err[512];
+    refused(TP "/bad_option.so", err, sizeof(err));
+    contains(err, "plugin bad_option: option timeout_s: default \"5m\" is not valid: expected "
+                  "an integer from 1 to 60");
 }
 
 static void test_kinds_str(void **state)
@@ -363,6 +373,76 @@ static void test_registry_charge(void **state)
     buf_fini(&x.resp_body);
 }
 
+/* The option schema at work, through the registry and a real plugin: what
+ * init receives is normalized, a wrong type makes the provider unusable
+ * without calling init, an unknown key is only reported. */
+static void test_registry_options(void **state)
+{
+    (void)state;
+    char dir[] = AGAPE_PLUGIN_DIR;
+    struct conf c;
+    struct registry *r = NULL;
+    struct problems probs = {0};
+
+    memset(&c, 0, sizeof(c));
+    c.plugin_dir = dir;
+    c.providers = json_pack(
+        "{s:{s:s, s:s, s:s, s:s, s:s, s:i, s:{s:i}}, s:{s:s, s:s, s:s}, s:{s:s, s:s, s:i}}",
+        "stripe", "plugin", "stripe", "secret_key", "sk_test_opts_1234", "base_url",
+        "http://127.0.0.1:9/", "webhook_tolerance_s", "600", "secrt_key", "sk_typo",
+        "max_inflight", 4, "breaker", "failure_run", 3,                         /* usable */
+        "stripe_bad", "plugin", "stripe", "secret_key", "sk_test_opts_5678",
+        "webhook_tolerance_s", "5m",                                            /* type error */
+        "stripe_int", "plugin", "stripe", "secret_key", "sk_test_opts_9012", "base_url", 5);
+    assert_non_null(c.providers);
+    assert_int_equal(registry_create(&c, &r, &probs), AGAPE_EINVAL);
+    for (size_t i = 0; i < probs.n; i++) {
+        print_message("problem: %s\n", probs.items[i]);
+    }
+    assert_int_equal(probs.n, 3);
+    const char *p = problem_with(&probs, "provider stripe:");
+    assert_non_null(p);
+    assert_string_equal(p, "provider stripe: unknown option 'secrt_key' (did you mean "
+                           "'secret_key'? known: secret_key, public_key, webhook_secret, "
+                           "base_url, webhook_tolerance_s, api_version)");
+    assert_non_null(problem_with(&probs, "provider stripe_bad: webhook_tolerance_s: expected an "
+                                         "integer from 0 to 31536000"));
+    assert_non_null(problem_with(&probs, "provider stripe_int: base_url: expected an http:// or "
+                                         "https:// URL with a host, without spaces, query or "
+                                         "fragment (STRIPE_API_BASE)"));
+
+    /* the unknown key is a warning: the provider works, with normalized options */
+    struct provider *pv = registry_find(r, "stripe");
+    assert_true(pv->usable);
+    assert_non_null(pv->ctx);
+    assert_string_equal(json_string_value(json_object_get(pv->conf, "base_url")),
+                        "http://127.0.0.1:9");
+    assert_int_equal(json_integer_value(json_object_get(pv->conf, "webhook_tolerance_s")), 600);
+    assert_int_equal(json_integer_value(json_object_get(pv->conf, "max_inflight")), 4);
+    assert_non_null(json_object_get(pv->conf, "breaker"));
+    assert_string_equal(json_string_value(json_object_get(pv->conf, "secrt_key")), "sk_typo");
+
+    /* a type error: unusable, init never called, the reason names the option */
+    pv = registry_find(r, "stripe_bad");
+    assert_false(pv->usable);
+    assert_null(pv->ctx);
+    assert_string_equal(pv->why, "webhook_tolerance_s: expected an integer from 0 to 31536000");
+    pv = registry_find(r, "stripe_int");
+    assert_false(pv->usable);
+    contains(pv->why, "base_url: expected an http:// or https:// URL");
+
+    /* defaults filled in for init */
+    pv = registry_find(r, "stripe_bad");
+    assert_string_equal(json_string_value(json_object_get(pv->conf, "base_url")),
+                        "https://api.stripe.com");
+
+    struct provider *list[8];
+    assert_int_equal(registry_by_kind(r, AGAPE_KIND_PAYMENT, list, 8), 1);
+    registry_destroy(r);
+    problems_free(&probs);
+    json_decref(c.providers);
+}
+
 static void test_registry_empty(void **state)
 {
     (void)state;
@@ -415,12 +495,14 @@ int main(void)
         cmocka_unit_test(test_name_differs_from_file),
         cmocka_unit_test(test_writable_refused),
         cmocka_unit_test(test_good_plugin),
+        cmocka_unit_test(test_bad_option_declaration),
         cmocka_unit_test(test_kinds_str),
         cmocka_unit_test_setup_teardown(test_registry_problems, reg_setup, reg_teardown),
         cmocka_unit_test_setup_teardown(test_registry_providers, reg_setup, reg_teardown),
         cmocka_unit_test_setup_teardown(test_registry_secrets_redacted, reg_setup,
                                         reg_teardown),
         cmocka_unit_test_setup_teardown(test_registry_charge, reg_setup, reg_teardown),
+        cmocka_unit_test(test_registry_options),
         cmocka_unit_test(test_registry_empty),
     };
     return cmocka_run_group_tests(tests, group_setup, group_teardown);
