@@ -8,21 +8,28 @@
  *   4. the payment record (status `processing`) and the in-progress
  *      idempotency record are committed together, BEFORE any provider call —
  *      so a crash mid-call leaves a record to reconcile, never a lost charge;
- *   5. the connection is suspended and the dispatcher runs the chain on the
- *      client thread;
- *   6. on resume, the final record and the stored answer are committed
- *      together, and only then is the answer sent.
+ *      the connection is suspended from here to the answer;
+ *   5. once that commit is durable, the store's writer thread starts the
+ *      chain (no server thread is woken in between); the dispatcher runs it
+ *      on the client thread;
+ *   6. resumed on a server thread, the final record and the stored answer
+ *      are committed together, and only then is the answer sent.
+ * The record is dumped once for both the store and the answer
+ * (payments_put_public).
  */
 #include "api.h"
 
 #include "crypto.h"
 #include "currency.h"
+#include "idgen.h"
+#include "jsonr.h"
+#include "jsonw.h"
 #include "log.h"
+#include "paylock.h"
 #include "payments.h"
 #include "reconcile.h"
 
 #include <inttypes.h>
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -47,38 +54,6 @@ struct pay_work {
     char base[96];         /* seed of the provider idempotency keys */
 };
 
-/* One operation at a time per payment (refund, capture): a process-wide set
- * of payment ids with an operation in flight. */
-static pthread_mutex_t busy_lock = PTHREAD_MUTEX_INITIALIZER;
-static json_t *busy_ids;
-
-static bool busy_take(const char *id)
-{
-    bool ok = false;
-    pthread_mutex_lock(&busy_lock);
-    if (busy_ids == NULL) {
-        busy_ids = json_object();
-    }
-    if (busy_ids && json_object_get(busy_ids, id) == NULL) {
-        ok = json_object_set_new(busy_ids, id, json_true()) == 0;
-    }
-    pthread_mutex_unlock(&busy_lock);
-    return ok;
-}
-
-static void busy_release(const char *id)
-{
-    pthread_mutex_lock(&busy_lock);
-    if (busy_ids) {
-        json_object_del(busy_ids, id);
-        if (json_object_size(busy_ids) == 0) {
-            json_decref(busy_ids);
-            busy_ids = NULL;
-        }
-    }
-    pthread_mutex_unlock(&busy_lock);
-}
-
 static void work_free(void *p)
 {
     struct pay_work *w = p;
@@ -87,7 +62,7 @@ static void work_free(void *p)
     }
     dispatch_free(w->op);
     if (w->locked) {
-        busy_release(json_string_value(json_object_get(w->record, "id")));
+        paylock_release(json_string_value(json_object_get(w->record, "id")));
     }
     json_decref(w->record);
     json_decref(w->refund);
@@ -100,7 +75,7 @@ static void work_free(void *p)
 static void payment_new_id(char *out, size_t outlen)
 {
     uint32_t rnd = 0;
-    if (crypto_random(&rnd, sizeof(rnd)) != AGAPE_OK) {
+    if (idgen_random(&rnd, sizeof(rnd)) != AGAPE_OK) {
         rnd = (uint32_t)client_mono_us();
     }
     snprintf(out, outlen, "pay_%013llx%08x", (unsigned long long)(client_wall_ms() * 1000 +
@@ -255,22 +230,12 @@ static json_t *record_load(struct httpd_req *r, const char *id)
         httpd_reply_error(r, 404, "not_found", "id", "no payment %s", id);
         return NULL;
     }
-    json_t *rec = rc == AGAPE_OK ? json_loadb(val, vlen, 0, NULL) : NULL;
+    json_t *rec = rc == AGAPE_OK ? jsonr_loadb(val, vlen, 0, NULL) : NULL;
     free(val);
     if (rec == NULL) {
         httpd_reply_error(r, 503, "not_ready", NULL, "the payment store is not available");
     }
     return rec;
-}
-
-/* The record as clients see it: internal members left out. */
-static json_t *record_public(json_t *rec)
-{
-    json_t *o = json_copy(rec);
-    json_object_del(o, "idem_base");
-    json_object_del(o, "api_key_id");
-    json_object_del(o, "boot");
-    return o;
 }
 
 static void answered(struct httpd_req *r)
@@ -279,7 +244,7 @@ static void answered(struct httpd_req *r)
     if (w->locked) {
         /* The outcome is durable: the next operation on this payment may
          * start, even before this answer has left. */
-        busy_release(json_string_value(json_object_get(w->record, "id")));
+        paylock_release(json_string_value(json_object_get(w->record, "id")));
         w->locked = false;
     }
     if (r->commit_rc != AGAPE_OK) {
@@ -321,58 +286,113 @@ static void answer_with_payment(struct httpd_req *r, int status, json_t *rec, co
                                 const char *message)
 {
     if (type == NULL) {
-        httpd_reply_json(r, status, record_public(rec));
+        httpd_reply_json(r, status, payments_public(rec));
         return;
     }
     json_t *e = json_pack("{s:s, s:s, s:s}", "type", type, "message", message ? message : type,
                           "request_id", r->id);
     httpd_reply_json(r, status, json_pack("{s:o, s:o}", "error", e, "payment",
-                                          record_public(rec)));
+                                          payments_public(rec)));
 }
 
-static void charge_done(struct httpd_req *r)
+/* The answer with the payment's public view `pub` (taken): the view itself,
+ * or {"error": {type, message, request_id}, "payment": view}. Written as
+ * text: the view is already text (payments_put_public), and re-parsing or
+ * re-dumping it would cost more than the rest of the answer. */
+static void answer_with_text(struct httpd_req *r, int status, char *pub, size_t publen,
+                             const char *type, const char *message)
 {
-    struct pay_work *w = r->work;
-    json_t *rec = w->record;
-    const char *pid = json_string_value(json_object_get(rec, "id"));
-    if (w->op == NULL) {
-        httpd_reply_error(r, 503, "not_ready", NULL, "out of memory starting the payment");
+    if (pub == NULL) {
+        httpd_reply_take(r, 500, NULL, 0); /* and the batch was made to fail */
         return;
     }
-    const struct dispatch_outcome *o = dispatch_result(w->op);
+    if (type == NULL) {
+        httpd_reply_take(r, status, pub, publen);
+        return;
+    }
+    struct agape_buf b;
+    buf_init(&b, 0);
+    buf_adds(&b, "{\"error\":{");
+    jsonw_key(&b, "type", 1);
+    jsonw_str(&b, type);
+    jsonw_key(&b, "message", 0);
+    jsonw_str(&b, message ? message : type);
+    jsonw_key(&b, "request_id", 0);
+    jsonw_str(&b, r->id);
+    buf_adds(&b, "},\"payment\":");
+    buf_add(&b, pub, publen);
+    buf_add(&b, "}", 1);
+    free(pub);
+    if (b.error != AGAPE_OK) {
+        buf_fini(&b);
+        httpd_reply_take(r, 500, NULL, 0);
+        return;
+    }
+    size_t len = b.len;
+    httpd_reply_take(r, status, buf_take(&b), len);
+}
+
+/* The outcome of the charge: applied to the record, the answer set in r,
+ * and the batch that records both (the record, the reconciliation entry,
+ * the idempotent answer). */
+static struct store_batch *charge_outcome(struct httpd_req *r, struct pay_work *w,
+                                          const struct dispatch_outcome *o)
+{
+    json_t *rec = w->record;
+    const char *pid = json_string_value(json_object_get(rec, "id"));
     enum payments_verdict v = payments_apply(rec, o, false);
     struct store_batch *b = store_batch_new();
+    char *pub = NULL;
+    size_t publen = 0;
+    payments_put_public(b, rec, &pub, &publen);
     switch (v) {
     case PAYMENTS_DONE:
-        answer_with_payment(r, 201, rec, NULL, NULL);
+    case PAYMENTS_PENDING:
+        answer_with_text(r, 201, pub, publen, NULL, NULL);
         break;
     case PAYMENTS_DECLINED:
-        answer_with_payment(r, 402, rec, "declined",
-                            o->err[0] ? o->err : "the provider declined the payment");
+        answer_with_text(r, 402, pub, publen, "declined",
+                         o->err[0] ? o->err : "the provider declined the payment");
         break;
     case PAYMENTS_INVALID:
-        answer_with_payment(r, 400, rec, "invalid_request",
-                            o->err[0] ? o->err : "the provider refused the request");
-        break;
-    case PAYMENTS_PENDING:
-        answer_with_payment(r, 201, rec, NULL, NULL);
+        answer_with_text(r, 400, pub, publen, "invalid_request",
+                         o->err[0] ? o->err : "the provider refused the request");
         break;
     case PAYMENTS_FAILED:
-        answer_with_payment(r, 502, rec, "provider_unavailable",
-                            "every provider in the chain failed; nothing was charged");
+        answer_with_text(r, 502, pub, publen, "provider_unavailable",
+                         "every provider in the chain failed; nothing was charged");
         break;
     }
-    payments_put(b, rec);
     if (v == PAYMENTS_PENDING) {
         reconcile_schedule(b, pid, 1000, 0);
     } else {
         reconcile_clear(b, pid);
     }
-    commit_and_answer(r, w, b, pid);
+    idem_finish(r, &w->idem, b, pid);
+    return b;
 }
 
-/* The payment's first record is durable: call the providers. */
-static void created(struct httpd_req *r)
+/* Server thread: the chain is done; record the outcome and the answer,
+ * then answer once that is durable. */
+static void charge_done(struct httpd_req *r)
+{
+    struct pay_work *w = r->work;
+    struct store_batch *b = charge_outcome(r, w, dispatch_result(w->op));
+    httpd_commit(r, b, answered);
+}
+
+/* Client thread: hand the outcome to a server thread. Building the answer
+ * here instead (and committing from here) was measured: the same CPU per
+ * payment, one wake-up fewer, but 6-8 µs more per payment on the client
+ * thread, which is single while the server threads are a pool. */
+static void charge_dispatched(struct dispatch_op *op, void *arg)
+{
+    (void)op;
+    httpd_resume_then(arg, charge_done);
+}
+
+/* Server thread, when the first commit failed. */
+static void create_failed(struct httpd_req *r)
 {
     struct pay_work *w = r->work;
     if (r->commit_rc == AGAPE_EEXIST) {
@@ -383,18 +403,22 @@ static void created(struct httpd_req *r)
         }
         return;
     }
-    if (r->commit_rc != AGAPE_OK) {
-        httpd_reply_error(r, 503, "not_ready", NULL, "the payment could not be recorded");
+    httpd_reply_error(r, 503, "not_ready", NULL, "the payment could not be recorded");
+}
+
+/* Writer thread: the payment's first record is durable (or failed). The
+ * chain starts from here: it runs on the client thread anyway, and waking a
+ * server thread only to hand it on would cost a context switch. */
+static void created(int rc, void *arg)
+{
+    struct httpd_req *r = arg;
+    struct pay_work *w = r->work;
+    r->commit_rc = rc;
+    if (rc == AGAPE_OK) {
+        dispatch_go(w->op);
         return;
     }
-    json_t *input = payments_charge_input(w->record);
-    httpd_suspend(r, charge_done);
-    w->op = dispatch_start(r->app->client, &r->app->payment_policy, "charge", input, w->chain,
-                           w->n, w->base, true, dispatched, r);
-    json_decref(input);
-    if (w->op == NULL) {
-        httpd_resume(r);
-    }
+    httpd_resume(r); /* create_failed answers */
 }
 
 /* The provider chain from the routing script, as usable providers. */
@@ -507,7 +531,7 @@ void api_payments_create(struct httpd_req *r)
     char pid[48];
     char now[32];
     payment_new_id(pid, sizeof(pid));
-    api_time_iso(client_wall_ms(), now);
+    payments_now_iso(now);
     json_t *rec = json_pack("{s:s, s:s, s:O, s:O, s:o, s:o, s:o, s:o, s:n, s:n, s:n, s:n, s:s, "
                             "s:s, s:I, s:[]}",
                             "id", pid, "status", "processing", "amount",
@@ -544,6 +568,10 @@ void api_payments_create(struct httpd_req *r)
     snprintf(base, sizeof(base), "%s", w->idem.present ? w->idem.base : pid);
     json_object_set_new(rec, "idem_base", json_string(base));
     w->record = rec;
+    /* The payment's lock, held from its first record to its outcome's
+     * commit, so a webhook or the reconciler never writes over it mid-call
+     * (a new id: nobody else can hold it). */
+    w->locked = paylock_try(pid);
 
     struct store_batch *b = store_batch_new();
     payments_put(b, rec);
@@ -555,7 +583,21 @@ void api_payments_create(struct httpd_req *r)
     memcpy(w->chain, chain, n * sizeof(chain[0]));
     w->n = n;
     snprintf(w->base, sizeof(w->base), "%s", base);
-    httpd_commit(r, b, created);
+    /* The op is built here, on the thread that frees it, and started by the
+     * writer's callback (created) once the record is durable. */
+    json_t *input = payments_charge_input(rec);
+    w->op = dispatch_new(r->app->client, &r->app->payment_policy, "charge", input, w->chain,
+                         w->n, w->base, true, charge_dispatched, r);
+    json_decref(input);
+    if (w->op == NULL) {
+        store_batch_free(b);
+        httpd_reply_error(r, 503, "not_ready", NULL, "out of memory starting the payment");
+        return;
+    }
+    /* Suspended from here to the answer. */
+    r->commit_rc = AGAPE_ERROR;
+    httpd_suspend(r, create_failed);
+    store_commit_async(r->app->store, b, created, r);
 }
 
 /* ---- read ----------------------------------------------------------- */
@@ -567,7 +609,7 @@ void api_payments_get(struct httpd_req *r, const char *id)
     }
     json_t *rec = record_load(r, id);
     if (rec) {
-        httpd_reply_json(r, 200, record_public(rec));
+        httpd_reply_json(r, 200, payments_public(rec));
         json_decref(rec);
     }
 }
@@ -603,7 +645,7 @@ static struct pay_work *op_begin(struct httpd_req *r, const char *id, enum pay_k
     if (w->record == NULL) {
         return NULL;
     }
-    if (!busy_take(id)) {
+    if (!paylock_try(id)) {
         httpd_reply_error(r, 409, "in_progress", "id",
                           "another operation on payment %s is in progress", id);
         return NULL;

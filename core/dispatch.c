@@ -22,7 +22,8 @@ struct provider_stats {
     struct breaker *breaker;
 };
 
-#define DISPATCH_DEFAULT_MAX_INFLIGHT 1024
+/* DESIGN.md: 5,000 calls in flight to one slow provider must all succeed. */
+#define DISPATCH_DEFAULT_MAX_INFLIGHT 8192
 
 struct dispatch_op {
     struct client *cl;
@@ -202,11 +203,17 @@ void dispatch_idem_key(const char *base, const char *provider, char out[64])
 {
     unsigned char md[32];
     char hex[41];
-    struct agape_buf b;
-    buf_init(&b, 1024);
-    buf_printf(&b, "%s|%s", base, provider);
-    crypto_sha256(buf_cstr(&b), b.len, md);
-    buf_fini(&b);
+    char small[256];
+    int n = snprintf(small, sizeof(small), "%s|%s", base, provider);
+    if (n >= 0 && (size_t)n < sizeof(small)) {
+        crypto_sha256(small, (size_t)n, md);
+    } else {
+        struct agape_buf b;
+        buf_init(&b, 1024);
+        buf_printf(&b, "%s|%s", base, provider);
+        crypto_sha256(buf_cstr(&b), b.len, md);
+        buf_fini(&b);
+    }
     crypto_hex(md, 20, hex);
     snprintf(out, 64, "agape-%s", hex);
 }
@@ -233,6 +240,12 @@ static void start_attempt(struct dispatch_op *op);
 
 static void finish(struct dispatch_op *op)
 {
+    /* The steps are over: free the transfer's request and answer here, on
+     * the thread that made them, rather than wherever the op is freed
+     * (a free into another thread's heap takes that heap's lock). The
+     * client is done with the transfer: this runs from its done callback,
+     * or with no transfer under way. */
+    client_xfer_reset(&op->xfer);
     op->done(op, op->arg);
 }
 
@@ -309,6 +322,7 @@ static void after_attempt(struct dispatch_op *op, enum agape_outcome o)
     json_decref(op->out.result);
     op->out.result = json_incref(op->hc.result);
     int64_t retry_after = op->hc.pub.retry_after_ms;
+    op->out.retry_after_ms = retry_after;
     end_call(op);
 
     bool retry_same = false;
@@ -426,7 +440,9 @@ static void start_attempt(struct dispatch_op *op)
     struct provider *p = op->chain[op->idx];
     char key[64];
     dispatch_idem_key(op->idem_base, p->name, key);
-    json_t *input = json_deep_copy(op->input);
+    /* A shallow copy: the plugin reads the input (it is const to it) and
+     * only the key is added, so the members can be shared. */
+    json_t *input = json_copy(op->input);
     if (input == NULL) {
         op->out.outcome = AGAPE_OUTCOME_UNAVAILABLE;
         snprintf(op->out.err, sizeof(op->out.err), "out of memory");
@@ -476,13 +492,18 @@ static void start_attempt(struct dispatch_op *op)
     run_step(op);
 }
 
-struct dispatch_op *dispatch_start(struct client *cl, const struct dispatch_policy *pol,
-                                   const char *op_name, json_t *input, struct provider **chain,
-                                   size_t n, const char *idem_base, bool money,
-                                   dispatch_done_fn done, void *arg)
+struct dispatch_op *dispatch_new(struct client *cl, const struct dispatch_policy *pol,
+                                 const char *op_name, json_t *input, struct provider **chain,
+                                 size_t n, const char *idem_base, bool money,
+                                 dispatch_done_fn done, void *arg)
 {
     struct dispatch_op *op = calloc(1, sizeof(*op));
     if (op == NULL || n == 0) {
+        free(op);
+        return NULL;
+    }
+    op->out.attempts = json_array();
+    if (op->out.attempts == NULL) {
         free(op);
         return NULL;
     }
@@ -496,12 +517,30 @@ struct dispatch_op *dispatch_start(struct client *cl, const struct dispatch_poli
     op->money = money;
     op->done = done;
     op->arg = arg;
-    op->started_ms = client_mono_ms();
-    op->deadline = op->started_ms + pol->deadline_ms;
-    op->out.attempts = json_array();
     op->out.outcome = AGAPE_OUTCOME_UNAVAILABLE;
+    op->out.retry_after_ms = -1;
     client_xfer_init(&op->xfer);
-    client_defer(cl, 0, start_timer_cb, op);
+    return op;
+}
+
+void dispatch_go(struct dispatch_op *op)
+{
+    /* The deadline runs from the start, not from when the op was built. */
+    op->started_ms = client_mono_ms();
+    op->deadline = op->started_ms + op->pol.deadline_ms;
+    client_defer(op->cl, 0, start_timer_cb, op);
+}
+
+struct dispatch_op *dispatch_start(struct client *cl, const struct dispatch_policy *pol,
+                                   const char *op_name, json_t *input, struct provider **chain,
+                                   size_t n, const char *idem_base, bool money,
+                                   dispatch_done_fn done, void *arg)
+{
+    struct dispatch_op *op =
+        dispatch_new(cl, pol, op_name, input, chain, n, idem_base, money, done, arg);
+    if (op != NULL) {
+        dispatch_go(op);
+    }
     return op;
 }
 

@@ -45,6 +45,8 @@ typedef void (*dispatch_done_fn)(struct dispatch_op *op, void *arg);
 struct dispatch_outcome {
     enum agape_outcome outcome;   /* of the last attempt */
     struct provider *provider;    /* the provider of the last attempt, or NULL */
+    int64_t retry_after_ms;       /* the last attempt's Retry-After, or -1: callers that
+                                     reschedule later (outbox kinds) honour it */
     json_t *result;               /* the plugin's normalized result (owned by the op) */
     json_t *attempts;             /* [{"provider","outcome","http_status","latency_ms",
                                        "error"?}] (owned by the op) */
@@ -62,6 +64,18 @@ struct dispatch_op *dispatch_start(struct client *cl, const struct dispatch_poli
                                    const char *op_name, json_t *input, struct provider **chain,
                                    size_t n, const char *idem_base, bool money,
                                    dispatch_done_fn done, void *arg);
+/* dispatch_start in two halves, for a caller that must build the op on
+ * one thread and start it later from another (a payment is built on its
+ * server thread, which also frees it, and started from the store's writer
+ * once its record is durable): dispatch_new takes the same arguments and
+ * returns the op without starting it (NULL without memory); dispatch_go
+ * starts it (once; any thread). An op never started is freed with
+ * dispatch_free. */
+struct dispatch_op *dispatch_new(struct client *cl, const struct dispatch_policy *pol,
+                                 const char *op_name, json_t *input, struct provider **chain,
+                                 size_t n, const char *idem_base, bool money,
+                                 dispatch_done_fn done, void *arg);
+void dispatch_go(struct dispatch_op *op);
 const struct dispatch_outcome *dispatch_result(const struct dispatch_op *op);
 void dispatch_free(struct dispatch_op *op);
 

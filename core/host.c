@@ -10,6 +10,7 @@
 #include "buf.h"
 #include "client.h"
 #include "crypto.h"
+#include "jsonr.h"
 #include "log.h"
 
 #include <limits.h>
@@ -223,7 +224,7 @@ static struct agape_json *host_json_parse(const char *buf, size_t len, char *err
         }
         return NULL;
     }
-    json_t *v = json_loadb(buf, len, JSON_DECODE_ANY, &je);
+    json_t *v = jsonr_loadb(buf, len, JSON_DECODE_ANY, &je);
     if (v == NULL && err && errlen) {
         snprintf(err, errlen, "invalid JSON at line %d column %d: %s", je.line, je.column,
                  je.text);

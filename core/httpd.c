@@ -12,6 +12,9 @@
 
 #include "api.h"
 #include "crypto.h"
+#include "idgen.h"
+#include "jsonr.h"
+#include "jsonw.h"
 #include "log.h"
 #include "metrics.h"
 #include "ratelimit.h"
@@ -93,21 +96,36 @@ void httpd_reply_raw(struct httpd_req *r, int status, const char *body, size_t l
     r->answered = true;
 }
 
-void httpd_reply_json(struct httpd_req *r, int status, json_t *body)
+void httpd_reply_take(struct httpd_req *r, int status, char *body, size_t len)
 {
-    char *text = body ? json_dumps(body, JSON_COMPACT | JSON_PRESERVE_ORDER) : NULL;
-    json_decref(body);
-    if (text == NULL) {
+    if (body == NULL) {
         static const char oom[] =
             "{\"error\":{\"type\":\"internal\",\"message\":\"out of memory\"}}";
         httpd_reply_raw(r, 500, oom, sizeof(oom) - 1);
         return;
     }
     free(r->resp);
-    r->resp = text;
-    r->resp_len = strlen(text);
+    r->resp = body;
+    r->resp_len = len;
     r->status = status;
     r->answered = true;
+}
+
+void httpd_reply_json(struct httpd_req *r, int status, json_t *body)
+{
+    /* jsonw_value writes what json_dumps(JSON_COMPACT) would, faster. */
+    struct agape_buf t;
+    buf_init(&t, 0);
+    jsonw_reserve(&t, 1000);
+    jsonw_value(&t, body);
+    json_decref(body);
+    if (t.error != AGAPE_OK) {
+        buf_fini(&t);
+        httpd_reply_take(r, 500, NULL, 0); /* out of memory */
+        return;
+    }
+    size_t len = t.len;
+    httpd_reply_take(r, status, buf_take(&t), len);
 }
 
 void httpd_reply_error(struct httpd_req *r, int status, const char *type, const char *param,
@@ -194,7 +212,7 @@ json_t *httpd_body_json(struct httpd_req *r)
         return NULL;
     }
     json_error_t je;
-    json_t *o = json_loadb(r->body.data, r->body.len, JSON_REJECT_DUPLICATES, &je);
+    json_t *o = jsonr_loadb(r->body.data, r->body.len, JSON_REJECT_DUPLICATES, &je);
     if (o == NULL) {
         httpd_reply_error(r, 400, "invalid_request", NULL, "malformed JSON at line %d: %s",
                           je.line, je.text);
@@ -235,6 +253,12 @@ void httpd_commit(struct httpd_req *r, struct store_batch *b, httpd_resume_fn th
     store_commit_async(r->app->store, b, committed, r);
 }
 
+void httpd_resume_then(struct httpd_req *r, httpd_resume_fn then)
+{
+    r->on_resume = then; /* read by the server thread after the resume */
+    MHD_resume_connection(r->conn);
+}
+
 int httpd_suspended(struct httpd *h)
 {
     return atomic_load(&h->suspended);
@@ -242,9 +266,16 @@ int httpd_suspended(struct httpd *h)
 
 static enum MHD_Result send_answer(struct httpd_req *r)
 {
-    struct MHD_Response *resp =
-        MHD_create_response_from_buffer(r->resp_len, r->resp ? r->resp : (char *)"",
-                                        MHD_RESPMEM_MUST_COPY);
+    /* A body is handed over (libmicrohttpd frees it), not copied. */
+    struct MHD_Response *resp;
+    if (r->resp != NULL && r->resp_len > 0) {
+        resp = MHD_create_response_from_buffer(r->resp_len, r->resp, MHD_RESPMEM_MUST_FREE);
+        if (resp != NULL) {
+            r->resp = NULL;
+        }
+    } else {
+        resp = MHD_create_response_from_buffer(0, (char *)"", MHD_RESPMEM_PERSISTENT);
+    }
     if (resp == NULL) {
         return MHD_NO;
     }
@@ -263,6 +294,10 @@ static enum MHD_Result send_answer(struct httpd_req *r)
     enum MHD_Result ret = MHD_queue_response(r->conn, (unsigned)r->status, resp);
     MHD_destroy_response(resp);
     r->state = REQ_DONE;
+    /* Counted when the answer is queued, not when libmicrohttpd reports the
+     * connection done: by then the client may have read it and asked
+     * /metrics, which must already count it. */
+    metrics_http(r->route, r->status, (double)(client_mono_us() - r->start_us) / 1e6);
     return ret;
 }
 
@@ -291,7 +326,7 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         const char *rid = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Request-Id");
         if (rid && valid_request_id(rid)) {
             snprintf(r->id, sizeof(r->id), "%s", rid);
-        } else if (crypto_random_id("req_", 12, r->id, sizeof(r->id)) != AGAPE_OK) {
+        } else if (idgen_hex("req_", 12, r->id, sizeof(r->id)) != AGAPE_OK) {
             snprintf(r->id, sizeof(r->id), "req_unknown");
         }
         *con_cls = r;
@@ -359,9 +394,15 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **con_cls,
     if (r == NULL) {
         return;
     }
+    if (r->state == REQ_SUSPENDED) {
+        /* Resumed, but the client had gone: libmicrohttpd ends the
+         * connection without calling the handler again, so the count of
+         * suspended requests (which draining waits on) drops here. */
+        atomic_fetch_sub(&the_httpd->suspended, 1);
+        r->state = REQ_RESUMED;
+    }
     double ms = (double)(client_mono_us() - r->start_us) / 1000.0;
     if (r->state == REQ_DONE) {
-        metrics_http(r->route, r->status, ms / 1000.0);
         log_event(r->status >= 500 ? AGAPE_LOG_WARN : AGAPE_LOG_INFO,
                   &(struct log_fields){.request_id = r->id, .route = r->route,
                                        .status = r->status, .latency_ms = ms},

@@ -66,6 +66,11 @@ void httpd_stop(struct httpd *h);
  * {"error": {"type", "message", "param"?, "request_id"}} */
 void httpd_reply_json(struct httpd_req *r, int status, json_t *body);
 void httpd_reply_raw(struct httpd_req *r, int status, const char *body, size_t len);
+/* As httpd_reply_raw, taking `body` (malloc'd, NUL-terminated after len
+ * bytes) instead of copying it; NULL answers 500 (out of memory). Any thread
+ * that holds the request (a handler, or the thread a suspended request was
+ * handed to). */
+void httpd_reply_take(struct httpd_req *r, int status, char *body, size_t len);
 void httpd_reply_error(struct httpd_req *r, int status, const char *type, const char *param,
                        const char *fmt, ...) __attribute__((format(printf, 5, 6)));
 void httpd_add_header(struct httpd_req *r, const char *name, const char *value);
@@ -90,6 +95,11 @@ void httpd_suspend(struct httpd_req *r, httpd_resume_fn on_resume);
 void httpd_commit(struct httpd_req *r, struct store_batch *b, httpd_resume_fn then);
 /* Any thread; exactly once per httpd_suspend. */
 void httpd_resume(struct httpd_req *r);
+/* httpd_resume, with `then` to run on the server thread instead of the
+ * function given to httpd_suspend (a request suspended once can go through
+ * several threads' hands before it is resumed). Any thread; exactly once per
+ * httpd_suspend, in place of httpd_resume. */
+void httpd_resume_then(struct httpd_req *r, httpd_resume_fn then);
 
 /* The request headers: up to `max` name/value pairs copied into out as
  * pointers borrowed from libmicrohttpd (valid until the request ends; never

@@ -3,6 +3,8 @@
  * store_keys.h), written in the same batch as the resource it protects. */
 #include "api.h"
 #include "crypto.h"
+#include "jsonr.h"
+#include "jsonw.h"
 #include "log.h"
 
 #include <stdlib.h>
@@ -11,18 +13,10 @@
 bool idem_prepare(struct httpd_req *r, const char *scope, json_t *canonical, struct idem *id)
 {
     memset(id, 0, sizeof(*id));
-    char *text = json_dumps(canonical, JSON_COMPACT | JSON_SORT_KEYS);
-    struct agape_buf b;
-    buf_init(&b, 0);
-    buf_printf(&b, "%s %s\n%s", r->method, scope, text ? text : "");
-    free(text);
-    unsigned char md[32];
-    crypto_sha256(buf_cstr(&b), b.len, md);
-    buf_fini(&b);
-    crypto_hex(md, sizeof(md), id->hash);
-
     const char *k = httpd_header(r, "Idempotency-Key");
     if (k == NULL) {
+        /* Without a key nothing reads the hash (idem_check, idem_begin and
+         * idem_finish do nothing): the canonical dump is not made. */
         return true;
     }
     size_t n = strlen(k);
@@ -38,6 +32,16 @@ bool idem_prepare(struct httpd_req *r, const char *scope, json_t *canonical, str
             return false;
         }
     }
+    char *text = json_dumps(canonical, JSON_COMPACT | JSON_SORT_KEYS);
+    struct agape_buf b;
+    buf_init(&b, 0);
+    buf_printf(&b, "%s %s\n%s", r->method, scope, text ? text : "");
+    free(text);
+    unsigned char md[32];
+    crypto_sha256(buf_cstr(&b), b.len, md);
+    buf_fini(&b);
+    crypto_hex(md, sizeof(md), id->hash);
+
     id->present = true;
     memcpy(id->client_key, k, n + 1);
     size_t kl = strlen(r->key.id);
@@ -73,7 +77,7 @@ bool idem_check(struct httpd_req *r, const struct idem *id, char *resource_out, 
         httpd_reply_error(r, 503, "not_ready", NULL, "the store is not available");
         return true;
     }
-    json_t *rec = json_loadb(val, vlen, 0, NULL);
+    json_t *rec = jsonr_loadb(val, vlen, 0, NULL);
     free(val);
     if (rec == NULL) {
         httpd_reply_error(r, 500, "internal", NULL, "a stored idempotency record is unreadable");
@@ -106,20 +110,38 @@ bool idem_check(struct httpd_req *r, const struct idem *id, char *resource_out, 
     return answered;
 }
 
-static void put_record(const struct idem *id, struct store_batch *b, json_t *rec, bool insert)
+/* The record as JSON text, written by hand: it is made for every request
+ * with a key, and the stored answer inside it is already text. Members in
+ * the order of api.h. */
+static void record_text(struct agape_buf *b, struct httpd_req *r, const struct idem *id,
+                        const char *state, const char *resource, bool with_answer)
 {
-    char *text = json_dumps(rec, JSON_COMPACT);
-    json_decref(rec);
-    if (text == NULL) {
-        return;
+    buf_add(b, "{", 1);
+    jsonw_key(b, "state", 1);
+    jsonw_str(b, state);
+    jsonw_key(b, "hash", 0);
+    jsonw_str(b, id->hash);
+    jsonw_key(b, "resource", 0);
+    jsonw_str(b, resource);
+    jsonw_key(b, "boot", 0);
+    jsonw_str(b, r->app->boot_id);
+    jsonw_key(b, "created", 0);
+    jsonw_int(b, client_wall_ms());
+    if (with_answer) {
+        jsonw_key(b, "status", 0);
+        jsonw_int(b, r->status);
+        jsonw_key(b, "answer", 0);
+        jsonw_strn(b, r->resp ? r->resp : "", r->resp ? r->resp_len : 0);
     }
-    if (insert) {
-        store_batch_insert(b, STORE_IDEMPOTENCY, id->store_key, id->store_klen, text,
-                           strlen(text));
-    } else {
-        store_batch_put(b, STORE_IDEMPOTENCY, id->store_key, id->store_klen, text, strlen(text));
-    }
-    free(text);
+    buf_add(b, "}", 1);
+}
+
+/* Out of memory building the record: the batch must not commit without it
+ * (the resource would be unprotected), so make it fail — an operation with
+ * no key is refused by the store and fails the whole batch. */
+static void fail_batch(struct store_batch *b)
+{
+    store_batch_put(b, STORE_IDEMPOTENCY, NULL, 0, NULL, 0);
 }
 
 void idem_begin(struct httpd_req *r, const struct idem *id, struct store_batch *b,
@@ -128,10 +150,15 @@ void idem_begin(struct httpd_req *r, const struct idem *id, struct store_batch *
     if (!id->present) {
         return;
     }
-    json_t *rec = json_pack("{s:s, s:s, s:s, s:s, s:I}", "state", "in_progress", "hash",
-                            id->hash, "resource", resource, "boot", r->app->boot_id, "created",
-                            (json_int_t)client_wall_ms());
-    put_record(id, b, rec, true);
+    struct agape_buf t;
+    buf_init(&t, 0);
+    record_text(&t, r, id, "in_progress", resource, false);
+    if (t.error == AGAPE_OK) {
+        store_batch_insert(b, STORE_IDEMPOTENCY, id->store_key, id->store_klen, t.data, t.len);
+    } else {
+        fail_batch(b);
+    }
+    buf_fini(&t);
 }
 
 void idem_finish(struct httpd_req *r, const struct idem *id, struct store_batch *b,
@@ -140,9 +167,13 @@ void idem_finish(struct httpd_req *r, const struct idem *id, struct store_batch 
     if (!id->present) {
         return;
     }
-    json_t *rec = json_pack("{s:s, s:s, s:s, s:s, s:I, s:i, s:s%}", "state", "done", "hash",
-                            id->hash, "resource", resource, "boot", r->app->boot_id, "created",
-                            (json_int_t)client_wall_ms(), "status", r->status, "answer",
-                            r->resp ? r->resp : "", r->resp ? r->resp_len : (size_t)0);
-    put_record(id, b, rec, false);
+    struct agape_buf t;
+    buf_init(&t, 0);
+    record_text(&t, r, id, "done", resource, true);
+    if (t.error == AGAPE_OK) {
+        store_batch_put(b, STORE_IDEMPOTENCY, id->store_key, id->store_klen, t.data, t.len);
+    } else {
+        fail_batch(b);
+    }
+    buf_fini(&t);
 }

@@ -356,7 +356,7 @@ static int cmd_run(const char *path)
         log_error("scripts: %s", err);
         goto out;
     }
-    struct client_options co = {.max_connections = 4096, .max_host_connections = 0};
+    struct client_options co = {.max_connections = 8192, .max_host_connections = 0};
     if (client_create(&co, &app.client) != AGAPE_OK) {
         log_error("the HTTP client could not start");
         goto out;

@@ -978,7 +978,7 @@ static int add_attempts(json_t *rec, json_t *attempts, int64_t now)
 /* Record a round that did not deliver and is not final: queued again after
  * the backoff, or failed after max_attempts rounds. */
 static void reschedule_or_fail(struct store_batch *b, json_t *rec, const uint8_t key[16],
-                               int rounds, const char *why, int64_t now)
+                               int rounds, const char *why, int64_t now, int64_t retry_after_ms)
 {
     const struct messages_conf *mc = &M.conf;
     const char *id = json_string_value(json_object_get(rec, "id"));
@@ -994,7 +994,11 @@ static void reschedule_or_fail(struct store_batch *b, json_t *rec, const uint8_t
         log_msg(AGAPE_LOG_WARN, NULL, "message %s failed: %s", id, err);
         return;
     }
-    int64_t due = now + messages_backoff_ms(rounds, mc->backoff_ms, mc->backoff_max_ms);
+    int64_t wait = messages_backoff_ms(rounds, mc->backoff_ms, mc->backoff_max_ms);
+    if (retry_after_ms > wait) {
+        wait = retry_after_ms; /* the provider said when */
+    }
+    int64_t due = now + wait;
     char hex[33];
     if (add_item(b, id, due, hex) != AGAPE_OK) {
         /* No memory: keep the old item (the batch is dropped by the store's
@@ -1081,7 +1085,7 @@ static void sent(struct dispatch_op *op, void *arg)
         } else {
             json_object_del(rec, "chain");
         }
-        reschedule_or_fail(b, rec, j->key, rounds, why, now);
+        reschedule_or_fail(b, rec, j->key, rounds, why, now, o->retry_after_ms);
         break;
     }
     set_iso(rec, "updated_at", now);
@@ -1201,7 +1205,7 @@ static int message_kind(struct app *app, const uint8_t key[16], json_t *item, vo
         int rounds = (int)json_integer_value(json_object_get(rec, "rounds")) + 1;
         json_object_set_new(rec, "rounds", json_integer(rounds));
         struct store_batch *b = store_batch_new();
-        reschedule_or_fail(b, rec, key, rounds, err, now);
+        reschedule_or_fail(b, rec, key, rounds, err, now, -1);
         set_iso(rec, "updated_at", now);
         put_record(b, rec, false);
         json_decref(rec);

@@ -1,6 +1,7 @@
 #include "payments.h"
 
 #include "api.h"
+#include "jsonw.h"
 #include "reconcile.h"
 #include "store_keys.h"
 
@@ -8,10 +9,22 @@
 #include <stdlib.h>
 #include <string.h>
 
+void payments_now_iso(char out[32])
+{
+    static _Thread_local int64_t cached_sec = -1;
+    static _Thread_local char cached[32];
+    int64_t sec = client_wall_ms() / 1000;
+    if (sec != cached_sec) {
+        api_time_iso(sec * 1000, cached);
+        cached_sec = sec;
+    }
+    memcpy(out, cached, sizeof(cached));
+}
+
 void payments_touch(json_t *rec)
 {
     char now[32];
-    api_time_iso(client_wall_ms(), now);
+    payments_now_iso(now);
     json_object_set_new(rec, "updated_at", json_string(now));
 }
 
@@ -80,14 +93,24 @@ enum payments_verdict payments_apply(json_t *rec, const struct dispatch_outcome 
     return PAYMENTS_FAILED;
 }
 
-void payments_put(struct store_batch *b, json_t *rec)
+/* Members clients never see. */
+static const char *const internal_keys[] = {"api_key_id", "idem_base", "boot"};
+#define N_INTERNAL (sizeof(internal_keys) / sizeof(internal_keys[0]))
+
+/* Out of memory building a record: the batch must not commit without it,
+ * so it is made to fail (the store refuses an operation with no key, and
+ * that fails the whole batch). */
+static void fail_batch(struct store_batch *b)
+{
+    store_batch_put(b, STORE_PAYMENTS, NULL, 0, NULL, 0);
+}
+
+static void put_text(struct store_batch *b, json_t *rec, const char *text, size_t len)
 {
     const char *id = json_string_value(json_object_get(rec, "id"));
-    char *text = json_dumps(rec, JSON_COMPACT | JSON_PRESERVE_ORDER);
     if (text && id) {
-        store_batch_put(b, STORE_PAYMENTS, id, strlen(id), text, strlen(text));
+        store_batch_put(b, STORE_PAYMENTS, id, strlen(id), text, len);
     }
-    free(text);
     const char *prov = json_string_value(json_object_get(rec, "provider"));
     const char *ref = json_string_value(json_object_get(rec, "provider_ref"));
     if (id && prov && ref) {
@@ -100,6 +123,78 @@ void payments_put(struct store_batch *b, json_t *rec)
             store_batch_put(b, STORE_META, k, kl, id, strlen(id));
         }
     }
+}
+
+void payments_put(struct store_batch *b, json_t *rec)
+{
+    struct agape_buf t;
+    buf_init(&t, 0);
+    jsonw_reserve(&t, 1000);
+    jsonw_value(&t, rec);
+    if (t.error != AGAPE_OK) {
+        fail_batch(b);
+    } else {
+        put_text(b, rec, t.data, t.len);
+    }
+    buf_fini(&t);
+}
+
+void payments_put_public(struct store_batch *b, json_t *rec, char **pub, size_t *publen)
+{
+    json_t *saved[N_INTERNAL];
+    *pub = NULL;
+    *publen = 0;
+    /* Take the internal members out, dump, put them back (at the end). */
+    for (size_t i = 0; i < N_INTERNAL; i++) {
+        saved[i] = json_incref(json_object_get(rec, internal_keys[i]));
+        if (saved[i]) {
+            json_object_del(rec, internal_keys[i]);
+        }
+    }
+    struct agape_buf t;
+    buf_init(&t, 0);
+    jsonw_reserve(&t, 1000);
+    jsonw_value(&t, rec);
+    /* The stored text is the public text with the internal members added
+     * before its closing brace; the public text is then that prefix again. */
+    size_t len = t.len;
+    bool ok = t.error == AGAPE_OK && len >= 2;
+    if (ok) {
+        t.len--; /* drop the closing brace */
+    }
+    bool first = len == 2; /* "{}" */
+    for (size_t i = 0; i < N_INTERNAL; i++) {
+        if (saved[i] == NULL) {
+            continue;
+        }
+        if (ok) {
+            jsonw_key(&t, internal_keys[i], first);
+            jsonw_value(&t, saved[i]);
+        }
+        first = false;
+        json_object_set_new(rec, internal_keys[i], saved[i]);
+    }
+    buf_add(&t, "}", 1);
+    if (!ok || t.error != AGAPE_OK) {
+        fail_batch(b);
+        buf_fini(&t);
+        return;
+    }
+    put_text(b, rec, t.data, t.len);
+    t.data[len - 1] = '}';
+    t.data[len] = '\0';
+    t.len = len;
+    *publen = len;
+    *pub = buf_take(&t);
+}
+
+json_t *payments_public(json_t *rec)
+{
+    json_t *o = json_copy(rec);
+    for (size_t i = 0; o && i < N_INTERNAL; i++) {
+        json_object_del(o, internal_keys[i]);
+    }
+    return o;
 }
 
 json_t *payments_charge_input(json_t *rec)

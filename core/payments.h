@@ -24,9 +24,21 @@ enum payments_verdict payments_apply(json_t *rec, const struct dispatch_outcome 
                                      bool append_attempts);
 /* Put the record, and the provider-reference index when it has one. */
 void payments_put(struct store_batch *b, json_t *rec);
+/* payments_put, and the record as clients see it (without the internal
+ * members idem_base, api_key_id, boot) as JSON text in *pub (malloc'd, free
+ * it; NULL without memory, and then nothing was put, so the batch must not
+ * be committed as if it held the record: it is made to fail). One dump
+ * serves both: the stored text is the public text with the internal members
+ * appended, which moves them to the end of `rec` too. */
+void payments_put_public(struct store_batch *b, json_t *rec, char **pub, size_t *publen);
+/* The public view as a new object (a copy without the internal members). */
+json_t *payments_public(json_t *rec);
 /* The normalized charge input rebuilt from a record (a new reference). */
 json_t *payments_charge_input(json_t *rec);
 /* Set updated_at to now. */
 void payments_touch(json_t *rec);
+/* Now as api_time_iso writes it ("2026-11-28T10:00:00Z"), formatted at most
+ * once a second per thread. Any thread. */
+void payments_now_iso(char out[32]);
 
 #endif

@@ -949,13 +949,29 @@ static void path_push_key(struct tojson *c, const char *k, size_t klen)
 
 static void path_push_index(struct tojson *c, lua_Integer i)
 {
-    int n;
+    /* "[i]" by hand: this runs for every array element converted, and the
+     * path is only ever read when a conversion fails. i > 0 here. */
+    char tmp[24];
+    size_t k = sizeof(tmp);
+    unsigned long long u = i > 0 ? (unsigned long long)i : 0;
 
     if (c->plen >= sizeof(c->path) - 1) {
         return;
     }
-    n = snprintf(c->path + c->plen, sizeof(c->path) - c->plen, "[%lld]", (long long)i);
-    path_advance(c, n);
+    tmp[--k] = ']';
+    do {
+        tmp[--k] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u != 0);
+    tmp[--k] = '[';
+    size_t n = sizeof(tmp) - k;
+    size_t room = sizeof(c->path) - 1 - c->plen;
+    if (n > room) {
+        n = room;
+    }
+    memcpy(c->path + c->plen, tmp + k, n);
+    c->plen += n;
+    c->path[c->plen] = '\0';
 }
 
 /* Only Lua API calls that never raise: raw access, lua_next, type checks and
