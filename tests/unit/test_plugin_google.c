@@ -14,6 +14,7 @@
 #include "host.h"
 #include "options.h"
 #include "plugins.h"
+#include "plugin_harness.h"
 
 #include <jansson.h>
 #include <openssl/core_names.h>
@@ -53,70 +54,38 @@ static const char disc_doc[] =
 /* ---------------------------------------------------------------- */
 /* Scaffolding                                                      */
 
+/* Test state beside the harness: the signing keys and the fake endpoints' state. */
 struct env {
-    struct plugin *pl;
-    struct provider prov;
     EVP_PKEY *k1, *k2;
     char *jwks;        /* what the JWKS endpoint answers now */
     int disc_fetches;  /* requests seen by answer_fetches() */
     int jwks_fetches;
 };
 
-static struct env g;
+static struct harness g;
+static struct env t;
 
 static char *jwks_of(int n, ...);
 
 static int group_setup(void **state)
 {
-    char err[AGAPE_ERR_SIZE] = "";
     (void)state;
-    if (plugin_load(AGAPE_PLUGIN_DIR "/google.so", &g.pl, err, sizeof(err)) != AGAPE_OK) {
-        fprintf(stderr, "plugin_load: %s\n", err);
+    if (harness_load(&g, "google") != 0) {
         return -1;
     }
-    g.k1 = EVP_RSA_gen(2048);
-    g.k2 = EVP_RSA_gen(2048);
-    return g.k1 && g.k2 ? 0 : -1;
+    t.k1 = EVP_RSA_gen(2048);
+    t.k2 = EVP_RSA_gen(2048);
+    return t.k1 && t.k2 ? 0 : -1;
 }
 
 static int group_teardown(void **state)
 {
     (void)state;
-    plugin_unload(g.pl);
-    EVP_PKEY_free(g.k1);
-    EVP_PKEY_free(g.k2);
-    free(g.jwks);
+    harness_unload(&g);
+    EVP_PKEY_free(t.k1);
+    EVP_PKEY_free(t.k2);
+    free(t.jwks);
     return 0;
-}
-
-static int provider_init(json_t *conf, char *err, size_t errlen)
-{
-    memset(&g.prov, 0, sizeof(g.prov));
-    pthread_mutex_init(&g.prov.cache_lock, NULL);
-    g.prov.name = (char *)"google";
-    g.prov.plugin = g.pl;
-    err[0] = '\0';
-    /* What the registry does before init: the table normalized per the
-     * plugin's option schema (a type error stops here, in the core's words). */
-    g.prov.conf = options_for_init("google", g.pl->desc->options, conf, err, errlen);
-    json_decref(conf);
-    if (g.prov.conf == NULL) {
-        return AGAPE_EINVAL;
-    }
-    int rc = g.pl->desc->init(host_table(), HOST_AJ(g.prov.conf), &g.prov.ctx, err, errlen);
-    g.prov.usable = rc == AGAPE_OK;
-    return rc;
-}
-
-static void provider_fini(void)
-{
-    if (g.prov.ctx) {
-        g.pl->desc->destroy(g.prov.ctx);
-    }
-    json_decref(g.prov.conf);
-    json_decref(g.prov.cache);
-    pthread_mutex_destroy(&g.prov.cache_lock);
-    memset(&g.prov, 0, sizeof(g.prov));
 }
 
 static json_t *default_conf(void)
@@ -129,97 +98,36 @@ static int setup_default(void **state)
 {
     char err[AGAPE_ERR_SIZE];
     (void)state;
-    free(g.jwks);
-    g.jwks = jwks_of(1, g.k1, "k1");
-    g.disc_fetches = g.jwks_fetches = 0;
-    return provider_init(default_conf(), err, sizeof(err)) == AGAPE_OK ? 0 : -1;
+    free(t.jwks);
+    t.jwks = jwks_of(1, t.k1, "k1");
+    t.disc_fetches = t.jwks_fetches = 0;
+    return harness_provider_init(&g, "google", default_conf(), err, sizeof(err)) == AGAPE_OK
+               ? 0
+               : -1;
 }
 
 static int teardown_provider(void **state)
 {
     (void)state;
-    provider_fini();
+    harness_provider_fini(&g);
     return 0;
-}
-
-struct op {
-    struct client_xfer x;
-    struct host_call hc;
-    agape_step_fn fn;
-};
-
-static enum agape_step op_start(struct op *o, const char *name, agape_step_fn fn, json_t *in)
-{
-    client_xfer_init(&o->x);
-    host_call_init(&o->hc, &g.prov, name, in, &o->x);
-    json_decref(in);
-    o->fn = fn;
-    return host_call_step(&o->hc, fn);
-}
-
-/* Answer with status, body and NULL-terminated header name/value pairs. */
-static enum agape_step op_answer(struct op *o, int status, const char *body, ...)
-{
-    va_list ap;
-    for (int i = 0; i < o->x.n_resp_headers; i++) {
-        free(o->x.resp_headers[i].name);
-        free(o->x.resp_headers[i].value);
-    }
-    o->x.n_resp_headers = 0;
-    o->x.result = CLIENT_DONE;
-    o->x.status = status;
-    buf_reset(&o->x.resp_body);
-    assert_int_equal(buf_add(&o->x.resp_body, body, strlen(body)), AGAPE_OK);
-    va_start(ap, body);
-    for (;;) {
-        const char *name = va_arg(ap, const char *);
-        if (name == NULL) {
-            break;
-        }
-        const char *value = va_arg(ap, const char *);
-        o->x.resp_headers[o->x.n_resp_headers].name = strdup(name);
-        o->x.resp_headers[o->x.n_resp_headers].value = strdup(value);
-        o->x.n_resp_headers++;
-    }
-    va_end(ap);
-    host_call_answer(&o->hc);
-    return host_call_step(&o->hc, o->fn);
-}
-
-static void op_end(struct op *o)
-{
-    host_call_fini(&o->hc);
-    client_xfer_reset(&o->x);
-}
-
-static const char *req_header(const struct client_xfer *x, const char *name)
-{
-    for (int i = 0; i < x->n_req_headers; i++) {
-        if (strcasecmp(x->req_headers[i].name, name) == 0) {
-            return x->req_headers[i].value;
-        }
-    }
-    return NULL;
-}
-
-static const char *res_str(struct op *o, const char *key)
-{
-    return json_string_value(json_object_get(o->hc.result, key));
 }
 
 /* Answer every discovery and JWKS request as the provider would, counting
  * them, until the call asks for something else or is done. */
-static enum agape_step answer_fetches(struct op *o, enum agape_step s)
+static enum agape_step answer_fetches(struct harness_op *o, enum agape_step s)
 {
     while (s == AGAPE_STEP_SEND && strcmp(o->x.method, "GET") == 0) {
-        assert_string_equal(req_header(&o->x, "Accept"), "application/json");
+        assert_string_equal(harness_req_header(&o->x, "Accept"), "application/json");
         if (strcmp(o->x.url, DISC_URL) == 0) {
-            g.disc_fetches++;
-            s = op_answer(o, 200, disc_doc, "Cache-Control", "public, max-age=3600", NULL);
+            t.disc_fetches++;
+            s = harness_op_reanswer_text(o, 200, disc_doc, "Cache-Control", "public, max-age=3600",
+                                         NULL);
         } else if (strcmp(o->x.url, JWKS_URL) == 0) {
-            g.jwks_fetches++;
-            s = op_answer(o, 200, g.jwks, "Cache-Control",
-                          "public, max-age=19800, must-revalidate, no-transform", NULL);
+            t.jwks_fetches++;
+            s = harness_op_reanswer_text(o, 200, t.jwks, "Cache-Control",
+                                         "public, max-age=19800, must-revalidate, no-transform",
+                                         NULL);
         } else {
             fail_msg("unexpected GET %s", o->x.url);
         }
@@ -346,10 +254,11 @@ static json_t *verify_input(const char *token, const char *nonce)
 }
 
 /* verify_id_token to the end; returns the op (ended by the caller). */
-static void verify(struct op *o, const char *token, const char *nonce)
+static void verify(struct harness_op *o, const char *token, const char *nonce)
 {
-    enum agape_step s = op_start(o, "verify_id_token", g.pl->desc->auth->verify_id_token,
-                                 verify_input(token, nonce));
+    enum agape_step s =
+        harness_op_start_json(o, &g.prov, "verify_id_token", g.pl->desc->auth->verify_id_token,
+                              verify_input(token, nonce));
     assert_int_equal(answer_fetches(o, s), AGAPE_STEP_DONE);
 }
 
@@ -395,13 +304,13 @@ static void test_descriptor(void **state)
 static void expect_init_error(json_t *conf, const char *needle)
 {
     char err[AGAPE_ERR_SIZE];
-    assert_int_not_equal(provider_init(conf, err, sizeof(err)), AGAPE_OK);
+    assert_int_not_equal(harness_provider_init(&g, "google", conf, err, sizeof(err)), AGAPE_OK);
     assert_null(g.prov.ctx);
     if (strstr(err, needle) == NULL) {
         fail_msg("init error \"%s\" lacks \"%s\"", err, needle);
     }
     assert_null(strstr(err, "s3cr3t"));
-    provider_fini();
+    harness_provider_fini(&g);
 }
 
 static json_t *conf_with(const char *key, json_t *v)
@@ -434,8 +343,8 @@ static void test_init(void **state)
     json_t *c = conf_with("clock_skew_s", json_string("120"));
     json_object_set_new(c, "discovery_url", json_string(""));
     json_object_set_new(c, "issuers", json_pack("[s]", "https://issuer.example"));
-    assert_int_equal(provider_init(c, err, sizeof(err)), AGAPE_OK);
-    provider_fini();
+    assert_int_equal(harness_provider_init(&g, "google", c, err, sizeof(err)), AGAPE_OK);
+    harness_provider_fini(&g);
 }
 
 /* ---------------------------------------------------------------- */
@@ -462,83 +371,93 @@ static void test_pkce_vector(void **state)
 static void test_authorize_url(void **state)
 {
     (void)state;
-    struct op o;
+    struct harness_op o;
     char challenge[64];
     assert_int_equal(auth_pkce_s256(VERIFIER, challenge, sizeof(challenge)), AGAPE_OK);
     json_t *in = json_pack("{s:s, s:s, s:s, s:s}", "state", "st/ate+1", "nonce", "n-1",
                            "code_challenge", challenge, "return_to", "https://app.example.com/");
     json_incref(in);
-    assert_int_equal(op_start(&o, "authorize_url", g.pl->desc->auth->authorize_url, in),
-                     AGAPE_STEP_SEND);
+    assert_int_equal(
+        harness_op_start_json(&o, &g.prov, "authorize_url", g.pl->desc->auth->authorize_url, in),
+        AGAPE_STEP_SEND);
     assert_string_equal(o.x.method, "GET");
     assert_string_equal(o.x.url, DISC_URL);
     assert_null(o.x.body);
-    assert_int_equal(op_answer(&o, 200, disc_doc, "Cache-Control", "public, max-age=3600", NULL),
-                     AGAPE_STEP_DONE);
+    assert_int_equal(
+        harness_op_reanswer_text(&o, 200, disc_doc, "Cache-Control", "public, max-age=3600", NULL),
+        AGAPE_STEP_DONE);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_OK);
     const char expect[] = AUTH_EP "?response_type=code&client_id=" CID
                                   "&redirect_uri=https%3A%2F%2Fapp.example.com%2Fauth%2Fcallback"
                                   "&scope=openid%20email%20profile&state=st%2Fate%2B1&nonce=n-1"
                                   "&code_challenge=" CHALLENGE "&code_challenge_method=S256";
-    assert_string_equal(res_str(&o, "url"), expect);
-    op_end(&o);
+    assert_string_equal(harness_res_str(&o, "url"), expect);
+    harness_op_end(&o);
 
     /* The discovery document is cached: the next URL needs no request. */
-    assert_int_equal(op_start(&o, "authorize_url", g.pl->desc->auth->authorize_url, in),
-                     AGAPE_STEP_DONE);
-    assert_string_equal(res_str(&o, "url"), expect);
-    op_end(&o);
+    assert_int_equal(
+        harness_op_start_json(&o, &g.prov, "authorize_url", g.pl->desc->auth->authorize_url, in),
+        AGAPE_STEP_DONE);
+    assert_string_equal(harness_res_str(&o, "url"), expect);
+    harness_op_end(&o);
 }
 
 static void test_authorize_bad_input(void **state)
 {
     (void)state;
-    struct op o;
-    assert_int_equal(op_start(&o, "authorize_url", g.pl->desc->auth->authorize_url,
+    struct harness_op o;
+    assert_int_equal(
+        harness_op_start_json(&o, &g.prov, "authorize_url", g.pl->desc->auth->authorize_url,
                               json_pack("{s:s, s:s}", "nonce", "n", "code_challenge", CHALLENGE)),
-                     AGAPE_STEP_FAIL);
+        AGAPE_STEP_FAIL);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_INVALID);
     assert_non_null(strstr(o.hc.pub.err, "state is required"));
-    op_end(&o);
-    assert_int_equal(op_start(&o, "authorize_url", g.pl->desc->auth->authorize_url,
-                              json_pack("{s:s, s:s, s:s}", "state", "s", "nonce", "n",
-                                        "code_challenge", "plain-challenge")),
+    harness_op_end(&o);
+    assert_int_equal(harness_op_start_json(&o, &g.prov, "authorize_url",
+                                           g.pl->desc->auth->authorize_url,
+                                           json_pack("{s:s, s:s, s:s}", "state", "s", "nonce", "n",
+                                                     "code_challenge", "plain-challenge")),
                      AGAPE_STEP_FAIL);
     assert_non_null(strstr(o.hc.pub.err, "code_challenge"));
-    op_end(&o);
+    harness_op_end(&o);
 }
 
 static void test_discovery_failures(void **state)
 {
     (void)state;
-    struct op o;
+    struct harness_op o;
     json_t *in = json_pack("{s:s, s:s, s:s}", "state", "s", "nonce", "n", "code_challenge",
                            CHALLENGE);
     json_incref(in); /* op_start takes one reference per call: four calls */
     json_incref(in);
     json_incref(in);
-    assert_int_equal(op_start(&o, "authorize_url", g.pl->desc->auth->authorize_url, in),
-                     AGAPE_STEP_SEND);
-    assert_int_equal(op_answer(&o, 503, "oops", NULL), AGAPE_STEP_DONE);
+    assert_int_equal(
+        harness_op_start_json(&o, &g.prov, "authorize_url", g.pl->desc->auth->authorize_url, in),
+        AGAPE_STEP_SEND);
+    assert_int_equal(harness_op_reanswer_text(&o, 503, "oops", NULL), AGAPE_STEP_DONE);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_UNAVAILABLE);
-    op_end(&o);
-    assert_int_equal(op_start(&o, "authorize_url", g.pl->desc->auth->authorize_url, in),
-                     AGAPE_STEP_SEND);
-    assert_int_equal(op_answer(&o, 200, "{\"issuer\":\"https://accounts.google.com\"}", NULL),
-                     AGAPE_STEP_DONE);
+    harness_op_end(&o);
+    assert_int_equal(
+        harness_op_start_json(&o, &g.prov, "authorize_url", g.pl->desc->auth->authorize_url, in),
+        AGAPE_STEP_SEND);
+    assert_int_equal(
+        harness_op_reanswer_text(&o, 200, "{\"issuer\":\"https://accounts.google.com\"}", NULL),
+        AGAPE_STEP_DONE);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_UNAVAILABLE);
     assert_non_null(strstr(o.hc.pub.err, "authorization_endpoint"));
-    op_end(&o);
+    harness_op_end(&o);
     /* no-store: used for this call, not kept. */
-    assert_int_equal(op_start(&o, "authorize_url", g.pl->desc->auth->authorize_url, in),
-                     AGAPE_STEP_SEND);
-    assert_int_equal(op_answer(&o, 200, disc_doc, "Cache-Control", "no-store", NULL),
+    assert_int_equal(
+        harness_op_start_json(&o, &g.prov, "authorize_url", g.pl->desc->auth->authorize_url, in),
+        AGAPE_STEP_SEND);
+    assert_int_equal(harness_op_reanswer_text(&o, 200, disc_doc, "Cache-Control", "no-store", NULL),
                      AGAPE_STEP_DONE);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_OK);
-    op_end(&o);
-    assert_int_equal(op_start(&o, "authorize_url", g.pl->desc->auth->authorize_url, in),
-                     AGAPE_STEP_SEND);
-    op_end(&o);
+    harness_op_end(&o);
+    assert_int_equal(
+        harness_op_start_json(&o, &g.prov, "authorize_url", g.pl->desc->auth->authorize_url, in),
+        AGAPE_STEP_SEND);
+    harness_op_end(&o);
 }
 
 /* ---------------------------------------------------------------- */
@@ -551,10 +470,10 @@ static json_t *exchange_input(void)
 }
 
 /* Start exchange_code and answer discovery + JWKS: the token request is next. */
-static void exchange_to_token(struct op *o)
+static void exchange_to_token(struct harness_op *o)
 {
-    enum agape_step s = op_start(o, "exchange_code", g.pl->desc->auth->exchange_code,
-                                 exchange_input());
+    enum agape_step s = harness_op_start_json(o, &g.prov, "exchange_code",
+                                              g.pl->desc->auth->exchange_code, exchange_input());
     assert_int_equal(answer_fetches(o, s), AGAPE_STEP_SEND);
     assert_string_equal(o->x.method, "POST");
 }
@@ -562,15 +481,16 @@ static void exchange_to_token(struct op *o)
 static void test_exchange_code(void **state)
 {
     (void)state;
-    struct op o;
+    struct harness_op o;
     exchange_to_token(&o);
     /* The key set is fetched before the single-use code is spent. */
-    assert_int_equal(g.disc_fetches, 1);
-    assert_int_equal(g.jwks_fetches, 1);
+    assert_int_equal(t.disc_fetches, 1);
+    assert_int_equal(t.jwks_fetches, 1);
     assert_string_equal(o.x.url, TOKEN_EP);
-    assert_string_equal(req_header(&o.x, "Content-Type"), "application/x-www-form-urlencoded");
-    assert_string_equal(req_header(&o.x, "Accept"), "application/json");
-    assert_null(req_header(&o.x, "Authorization"));
+    assert_string_equal(harness_req_header(&o.x, "Content-Type"),
+                        "application/x-www-form-urlencoded");
+    assert_string_equal(harness_req_header(&o.x, "Accept"), "application/json");
+    assert_null(harness_req_header(&o.x, "Authorization"));
     const char expect[] = "grant_type=authorization_code&code=4%2F0AX4XfWh-code"
                           "&client_id=" CID "&client_secret=" SECRET
                           "&redirect_uri=https%3A%2F%2Fapp.example.com%2Fauth%2Fcallback"
@@ -578,20 +498,20 @@ static void test_exchange_code(void **state)
     assert_int_equal(o.x.body_len, strlen(expect));
     assert_memory_equal(o.x.body, expect, strlen(expect));
 
-    char *jwt = make_jwt("RS256", "k1", g.k1, good_claims(), false);
+    char *jwt = make_jwt("RS256", "k1", t.k1, good_claims(), false);
     json_t *ans = json_pack("{s:s, s:i, s:s, s:s, s:s}", "access_token", "ya29.a0", "expires_in",
                             3599, "token_type", "Bearer", "scope", "openid email profile",
                             "id_token", jwt);
     char *text = json_dumps(ans, JSON_COMPACT);
-    assert_int_equal(op_answer(&o, 200, text, NULL), AGAPE_STEP_DONE);
+    assert_int_equal(harness_op_reanswer_text(&o, 200, text, NULL), AGAPE_STEP_DONE);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_OK);
-    assert_string_equal(res_str(&o, "subject"), "110169484474386276334");
-    assert_string_equal(res_str(&o, "email"), "ana@example.com");
+    assert_string_equal(harness_res_str(&o, "subject"), "110169484474386276334");
+    assert_string_equal(harness_res_str(&o, "email"), "ana@example.com");
     assert_true(json_is_true(json_object_get(o.hc.result, "email_verified")));
-    assert_string_equal(res_str(&o, "name"), "Ana Lima");
-    assert_string_equal(res_str(&o, "picture"), "https://lh3.googleusercontent.com/a/x");
-    assert_string_equal(res_str(&o, "issuer"), "https://accounts.google.com");
-    op_end(&o);
+    assert_string_equal(harness_res_str(&o, "name"), "Ana Lima");
+    assert_string_equal(harness_res_str(&o, "picture"), "https://lh3.googleusercontent.com/a/x");
+    assert_string_equal(harness_res_str(&o, "issuer"), "https://accounts.google.com");
+    harness_op_end(&o);
     free(text);
     free(jwt);
     json_decref(ans);
@@ -599,10 +519,11 @@ static void test_exchange_code(void **state)
     /* A wrong verifier is refused before anything is sent. */
     json_t *bad = exchange_input();
     json_object_set_new(bad, "code_verifier", json_string("short"));
-    assert_int_equal(op_start(&o, "exchange_code", g.pl->desc->auth->exchange_code, bad),
-                     AGAPE_STEP_FAIL);
+    assert_int_equal(
+        harness_op_start_json(&o, &g.prov, "exchange_code", g.pl->desc->auth->exchange_code, bad),
+        AGAPE_STEP_FAIL);
     assert_non_null(strstr(o.hc.pub.err, "code_verifier"));
-    op_end(&o);
+    harness_op_end(&o);
 }
 
 static void test_exchange_errors(void **state)
@@ -628,12 +549,13 @@ static void test_exchange_errors(void **state)
         {200, "{\"access_token\":\"ya29\"}", NULL, AGAPE_OUTCOME_INVALID, "without an id_token"},
     };
     for (size_t i = 0; i < sizeof(cases) / sizeof(cases[0]); i++) {
-        struct op o;
+        struct harness_op o;
         exchange_to_token(&o);
-        enum agape_step s = cases[i].retry_after
-                                ? op_answer(&o, cases[i].status, cases[i].body, "Retry-After",
-                                            cases[i].retry_after, NULL)
-                                : op_answer(&o, cases[i].status, cases[i].body, NULL);
+        enum agape_step s =
+            cases[i].retry_after
+                ? harness_op_reanswer_text(&o, cases[i].status, cases[i].body, "Retry-After",
+                                           cases[i].retry_after, NULL)
+                : harness_op_reanswer_text(&o, cases[i].status, cases[i].body, NULL);
         assert_int_equal(s, AGAPE_STEP_DONE);
         assert_int_equal(o.hc.pub.outcome, cases[i].outcome);
         if (strstr(o.hc.pub.err, cases[i].err) == NULL) {
@@ -642,11 +564,11 @@ static void test_exchange_errors(void **state)
         assert_null(strstr(o.hc.pub.err, SECRET));
         assert_null(strstr(o.hc.pub.err, "4/0AX4XfWh-code"));
         assert_int_equal(o.hc.pub.retry_after_ms, cases[i].retry_after ? 7000 : -1);
-        op_end(&o);
+        harness_op_end(&o);
     }
     /* Discovery and JWKS came from the cache after the first case. */
-    assert_int_equal(g.disc_fetches, 1);
-    assert_int_equal(g.jwks_fetches, 1);
+    assert_int_equal(t.disc_fetches, 1);
+    assert_int_equal(t.jwks_fetches, 1);
 }
 
 /* ---------------------------------------------------------------- */
@@ -655,18 +577,18 @@ static void test_exchange_errors(void **state)
 static void test_verify_ok(void **state)
 {
     (void)state;
-    struct op o;
-    char *jwt = make_jwt("RS256", "k1", g.k1, good_claims(), false);
+    struct harness_op o;
+    char *jwt = make_jwt("RS256", "k1", t.k1, good_claims(), false);
     verify(&o, jwt, "n-1");
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_OK);
-    assert_string_equal(res_str(&o, "subject"), "110169484474386276334");
-    op_end(&o);
+    assert_string_equal(harness_res_str(&o, "subject"), "110169484474386276334");
+    harness_op_end(&o);
     /* Without a nonce in the input, the token's nonce is not checked. */
     verify(&o, jwt, NULL);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_OK);
-    op_end(&o);
-    assert_int_equal(g.disc_fetches, 1);
-    assert_int_equal(g.jwks_fetches, 1);
+    harness_op_end(&o);
+    assert_int_equal(t.disc_fetches, 1);
+    assert_int_equal(t.jwks_fetches, 1);
     free(jwt);
 
     /* The legacy issuer spelling; aud as an array with azp; email_verified "true". */
@@ -674,12 +596,12 @@ static void test_verify_ok(void **state)
     json_object_set_new(c, "iss", json_string("accounts.google.com"));
     json_object_set_new(c, "aud", json_pack("[s,s]", "other-client", CID));
     json_object_set_new(c, "email_verified", json_string("true"));
-    jwt = make_jwt("RS256", "k1", g.k1, c, false);
+    jwt = make_jwt("RS256", "k1", t.k1, c, false);
     verify(&o, jwt, "n-1");
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_OK);
     assert_true(json_is_true(json_object_get(o.hc.result, "email_verified")));
-    assert_string_equal(res_str(&o, "issuer"), "accounts.google.com");
-    op_end(&o);
+    assert_string_equal(harness_res_str(&o, "issuer"), "accounts.google.com");
+    harness_op_end(&o);
     free(jwt);
 }
 
@@ -690,7 +612,7 @@ struct refusal {
 
 static void expect_refused(const char *jwt, const char *nonce, const char *needle)
 {
-    struct op o;
+    struct harness_op o;
     verify(&o, jwt, nonce);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_INVALID);
     if (strstr(o.hc.pub.err, needle) == NULL) {
@@ -703,7 +625,7 @@ static void expect_refused(const char *jwt, const char *nonce, const char *needl
         assert_null(strstr(o.hc.pub.err, sig + 1));
     }
     assert_int_equal(json_object_size(o.hc.result), 0);
-    op_end(&o);
+    harness_op_end(&o);
 }
 
 static void test_verify_refusals(void **state)
@@ -713,37 +635,37 @@ static void test_verify_refusals(void **state)
     char *jwt;
     json_t *c;
 
-    jwt = make_jwt("RS256", "k1", g.k1, good_claims(), true);
+    jwt = make_jwt("RS256", "k1", t.k1, good_claims(), true);
     expect_refused(jwt, "n-1", "signature does not verify");
     free(jwt);
     /* Signed by another key under k1's kid. */
-    jwt = make_jwt("RS256", "k1", g.k2, good_claims(), false);
+    jwt = make_jwt("RS256", "k1", t.k2, good_claims(), false);
     expect_refused(jwt, "n-1", "signature does not verify");
     free(jwt);
 
     c = good_claims();
     json_object_set_new(c, "aud", json_string("someone-else.apps.googleusercontent.com"));
-    jwt = make_jwt("RS256", "k1", g.k1, c, false);
+    jwt = make_jwt("RS256", "k1", t.k1, c, false);
     expect_refused(jwt, "n-1", "audience");
     free(jwt);
 
     c = good_claims();
     json_object_set_new(c, "aud", json_pack("[s,s]", CID, "other"));
     json_object_set_new(c, "azp", json_string("other"));
-    jwt = make_jwt("RS256", "k1", g.k1, c, false);
+    jwt = make_jwt("RS256", "k1", t.k1, c, false);
     expect_refused(jwt, "n-1", "azp");
     free(jwt);
 
     c = good_claims();
     json_object_set_new(c, "iss", json_string("https://evil.example.com"));
-    jwt = make_jwt("RS256", "k1", g.k1, c, false);
+    jwt = make_jwt("RS256", "k1", t.k1, c, false);
     expect_refused(jwt, "n-1", "issuer \"https://evil.example.com\" is not accepted");
     free(jwt);
 
     c = good_claims();
     json_object_set_new(c, "iat", json_integer(now - 7200));
     json_object_set_new(c, "exp", json_integer(now - 61)); /* past the 60 s skew */
-    jwt = make_jwt("RS256", "k1", g.k1, c, false);
+    jwt = make_jwt("RS256", "k1", t.k1, c, false);
     expect_refused(jwt, "n-1", "expired");
     free(jwt);
 
@@ -751,32 +673,32 @@ static void test_verify_refusals(void **state)
     c = good_claims();
     json_object_set_new(c, "exp", json_integer(now - 30));
     json_object_set_new(c, "iat", json_integer(now - 3630));
-    jwt = make_jwt("RS256", "k1", g.k1, c, false);
-    struct op o;
+    jwt = make_jwt("RS256", "k1", t.k1, c, false);
+    struct harness_op o;
     verify(&o, jwt, "n-1");
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_OK);
-    op_end(&o);
+    harness_op_end(&o);
     free(jwt);
 
     c = good_claims();
     json_object_set_new(c, "iat", json_integer(now + 600));
     json_object_set_new(c, "exp", json_integer(now + 4200));
-    jwt = make_jwt("RS256", "k1", g.k1, c, false);
+    jwt = make_jwt("RS256", "k1", t.k1, c, false);
     expect_refused(jwt, "n-1", "iat is in the future");
     free(jwt);
 
     c = good_claims();
     json_object_set_new(c, "exp", json_integer(now + 2 * 86400));
-    jwt = make_jwt("RS256", "k1", g.k1, c, false);
+    jwt = make_jwt("RS256", "k1", t.k1, c, false);
     expect_refused(jwt, "n-1", "lifetime");
     free(jwt);
 
-    jwt = make_jwt("RS256", "k1", g.k1, good_claims(), false);
+    jwt = make_jwt("RS256", "k1", t.k1, good_claims(), false);
     expect_refused(jwt, "n-2", "nonce does not match");
     free(jwt);
     c = good_claims();
     json_object_del(c, "nonce");
-    jwt = make_jwt("RS256", "k1", g.k1, c, false);
+    jwt = make_jwt("RS256", "k1", t.k1, c, false);
     expect_refused(jwt, "n-1", "has no nonce");
     free(jwt);
 
@@ -786,7 +708,7 @@ static void test_verify_refusals(void **state)
     jwt = make_jwt("HS256", "k1", NULL, good_claims(), false);
     expect_refused(jwt, "n-1", "alg \"HS256\" is refused");
     free(jwt);
-    jwt = make_jwt("RS512", "k1", g.k1, good_claims(), false);
+    jwt = make_jwt("RS512", "k1", t.k1, good_claims(), false);
     expect_refused(jwt, "n-1", "only RS256");
     free(jwt);
 
@@ -796,63 +718,63 @@ static void test_verify_refusals(void **state)
     expect_refused("!!!.e30.abc", "n-1", "not a JWT");
     c = good_claims();
     json_object_del(c, "sub");
-    jwt = make_jwt("RS256", "k1", g.k1, c, false);
+    jwt = make_jwt("RS256", "k1", t.k1, c, false);
     expect_refused(jwt, "n-1", "subject");
     free(jwt);
     /* Nothing fetched more than once for all of the above. */
-    assert_int_equal(g.disc_fetches, 1);
-    assert_int_equal(g.jwks_fetches, 1);
+    assert_int_equal(t.disc_fetches, 1);
+    assert_int_equal(t.jwks_fetches, 1);
 }
 
 static void test_unknown_kid_refetch(void **state)
 {
     (void)state;
-    struct op o;
-    char *good = make_jwt("RS256", "k1", g.k1, good_claims(), false);
-    char *rotated = make_jwt("RS256", "k2", g.k2, good_claims(), false);
-    char *made_up = make_jwt("RS256", "k3", g.k2, good_claims(), false);
+    struct harness_op o;
+    char *good = make_jwt("RS256", "k1", t.k1, good_claims(), false);
+    char *rotated = make_jwt("RS256", "k2", t.k2, good_claims(), false);
+    char *made_up = make_jwt("RS256", "k3", t.k2, good_claims(), false);
 
     /* A first call fills the cache with {k1}. */
     verify(&o, good, "n-1");
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_OK);
-    op_end(&o);
-    assert_int_equal(g.jwks_fetches, 1);
+    harness_op_end(&o);
+    assert_int_equal(t.jwks_fetches, 1);
 
     /* The provider rotated to k2: the unknown kid makes one refetch, which
      * brings k2, and the token passes. */
-    free(g.jwks);
-    g.jwks = jwks_of(1, g.k2, "k2");
+    free(t.jwks);
+    t.jwks = jwks_of(1, t.k2, "k2");
     verify(&o, rotated, "n-1");
-    assert_int_equal(g.jwks_fetches, 2);
+    assert_int_equal(t.jwks_fetches, 2);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_OK);
-    op_end(&o);
+    harness_op_end(&o);
     /* …and the new key set is cached for the next call. */
     verify(&o, rotated, "n-1");
-    assert_int_equal(g.jwks_fetches, 2);
+    assert_int_equal(t.jwks_fetches, 2);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_OK);
-    op_end(&o);
+    harness_op_end(&o);
 
     /* k1 left the key set: one refetch, still without it → INVALID, no loop. */
     verify(&o, good, "n-1");
-    assert_int_equal(g.jwks_fetches, 3);
+    assert_int_equal(t.jwks_fetches, 3);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_INVALID);
     assert_non_null(strstr(o.hc.pub.err, "unknown key id \"k1\""));
-    op_end(&o);
+    harness_op_end(&o);
     /* That fruitless refetch started a cooldown: a made-up kid fetches nothing. */
     verify(&o, made_up, "n-1");
-    assert_int_equal(g.jwks_fetches, 3);
+    assert_int_equal(t.jwks_fetches, 3);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_INVALID);
     assert_non_null(strstr(o.hc.pub.err, "unknown key id \"k3\""));
-    op_end(&o);
+    harness_op_end(&o);
     /* Once the cooldown is over, an unknown kid refetches again (once). */
     pthread_mutex_lock(&g.prov.cache_lock);
     assert_int_equal(json_object_del(g.prov.cache, "jwks_cooldown"), 0);
     pthread_mutex_unlock(&g.prov.cache_lock);
     verify(&o, made_up, "n-1");
-    assert_int_equal(g.jwks_fetches, 4);
+    assert_int_equal(t.jwks_fetches, 4);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_INVALID);
-    op_end(&o);
-    assert_int_equal(g.disc_fetches, 1);
+    harness_op_end(&o);
+    assert_int_equal(t.disc_fetches, 1);
     free(good);
     free(rotated);
     free(made_up);
@@ -861,15 +783,15 @@ static void test_unknown_kid_refetch(void **state)
 static void test_unknown_kid_fresh_fetch_is_final(void **state)
 {
     (void)state;
-    struct op o;
-    char *rotated = make_jwt("RS256", "k2", g.k2, good_claims(), false);
+    struct harness_op o;
+    char *rotated = make_jwt("RS256", "k2", t.k2, good_claims(), false);
     /* Nothing cached: the JWKS fetched for this call is already fresh, so an
      * unknown kid is final at once. */
     verify(&o, rotated, "n-1");
-    assert_int_equal(g.jwks_fetches, 1);
+    assert_int_equal(t.jwks_fetches, 1);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_INVALID);
     assert_non_null(strstr(o.hc.pub.err, "unknown key id"));
-    op_end(&o);
+    harness_op_end(&o);
     free(rotated);
 }
 
@@ -880,26 +802,26 @@ static void test_configured_issuers_and_skew(void **state)
     json_t *conf = default_conf();
     json_object_set_new(conf, "issuers", json_pack("[s]", "https://issuer.example"));
     json_object_set_new(conf, "clock_skew_s", json_integer(0));
-    provider_fini(); /* replace the default provider */
-    assert_int_equal(provider_init(conf, err, sizeof(err)), AGAPE_OK);
+    harness_provider_fini(&g); /* replace the default provider */
+    assert_int_equal(harness_provider_init(&g, "google", conf, err, sizeof(err)), AGAPE_OK);
 
     /* Only the configured issuer: Google's own is refused now. */
-    char *jwt = make_jwt("RS256", "k1", g.k1, good_claims(), false);
+    char *jwt = make_jwt("RS256", "k1", t.k1, good_claims(), false);
     expect_refused(jwt, "n-1", "issuer");
     free(jwt);
     json_t *c = good_claims();
     json_object_set_new(c, "iss", json_string("https://issuer.example"));
-    jwt = make_jwt("RS256", "k1", g.k1, c, false);
-    struct op o;
+    jwt = make_jwt("RS256", "k1", t.k1, c, false);
+    struct harness_op o;
     verify(&o, jwt, "n-1");
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_OK);
-    op_end(&o);
+    harness_op_end(&o);
     free(jwt);
     /* Skew 0: a token that expired a second ago is refused. */
     c = good_claims();
     json_object_set_new(c, "iss", json_string("https://issuer.example"));
     json_object_set_new(c, "exp", json_integer(now_s() - 1));
-    jwt = make_jwt("RS256", "k1", g.k1, c, false);
+    jwt = make_jwt("RS256", "k1", t.k1, c, false);
     expect_refused(jwt, "n-1", "expired");
     free(jwt);
 }
@@ -907,30 +829,31 @@ static void test_configured_issuers_and_skew(void **state)
 static void test_jwks_failures(void **state)
 {
     (void)state;
-    struct op o;
-    char *jwt = make_jwt("RS256", "k1", g.k1, good_claims(), false);
-    enum agape_step s = op_start(&o, "verify_id_token", g.pl->desc->auth->verify_id_token,
-                                 verify_input(jwt, NULL));
-    s = op_answer(&o, 200, disc_doc, NULL);
+    struct harness_op o;
+    char *jwt = make_jwt("RS256", "k1", t.k1, good_claims(), false);
+    enum agape_step s = harness_op_start_json(
+        &o, &g.prov, "verify_id_token", g.pl->desc->auth->verify_id_token, verify_input(jwt, NULL));
+    s = harness_op_reanswer_text(&o, 200, disc_doc, NULL);
     assert_int_equal(s, AGAPE_STEP_SEND);
     assert_string_equal(o.x.url, JWKS_URL);
-    assert_int_equal(op_answer(&o, 502, "bad gateway", NULL), AGAPE_STEP_DONE);
+    assert_int_equal(harness_op_reanswer_text(&o, 502, "bad gateway", NULL), AGAPE_STEP_DONE);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_UNAVAILABLE);
-    op_end(&o);
-    s = op_start(&o, "verify_id_token", g.pl->desc->auth->verify_id_token,
-                 verify_input(jwt, NULL));
+    harness_op_end(&o);
+    s = harness_op_start_json(&o, &g.prov, "verify_id_token", g.pl->desc->auth->verify_id_token,
+                              verify_input(jwt, NULL));
     assert_int_equal(s, AGAPE_STEP_SEND); /* discovery was cached, the JWKS was not */
     assert_string_equal(o.x.url, JWKS_URL);
-    assert_int_equal(op_answer(&o, 200, "{\"keys\":{}}", NULL), AGAPE_STEP_DONE);
+    assert_int_equal(harness_op_reanswer_text(&o, 200, "{\"keys\":{}}", NULL), AGAPE_STEP_DONE);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_UNAVAILABLE);
     assert_non_null(strstr(o.hc.pub.err, "keys"));
-    op_end(&o);
-    s = op_start(&o, "verify_id_token", g.pl->desc->auth->verify_id_token,
-                 verify_input(jwt, NULL));
-    assert_int_equal(op_answer(&o, 429, "{}", "Retry-After", "3", NULL), AGAPE_STEP_DONE);
+    harness_op_end(&o);
+    s = harness_op_start_json(&o, &g.prov, "verify_id_token", g.pl->desc->auth->verify_id_token,
+                              verify_input(jwt, NULL));
+    assert_int_equal(harness_op_reanswer_text(&o, 429, "{}", "Retry-After", "3", NULL),
+                     AGAPE_STEP_DONE);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_RATE_LIMITED);
     assert_int_equal(o.hc.pub.retry_after_ms, 3000);
-    op_end(&o);
+    harness_op_end(&o);
     free(jwt);
 }
 

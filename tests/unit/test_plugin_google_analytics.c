@@ -12,6 +12,7 @@
 #include "host.h"
 #include "options.h"
 #include "plugins.h"
+#include "plugin_harness.h"
 
 #include <fcntl.h>
 #include <jansson.h>
@@ -44,70 +45,28 @@
 /* ---------------------------------------------------------------- */
 /* Scaffolding                                                      */
 
-struct env {
-    struct plugin *pl;
-    struct provider prov;
-};
-
-static struct env g;
+static struct harness g;
 
 static int load_plugin(void **state)
 {
-    char err[AGAPE_ERR_SIZE] = "";
     (void)state;
-    if (plugin_load(AGAPE_PLUGIN_DIR "/google_analytics.so", &g.pl, err, sizeof(err)) !=
-        AGAPE_OK) {
-        fprintf(stderr, "plugin_load: %s\n", err);
-        return -1;
-    }
-    return 0;
+    return harness_load(&g, "google_analytics");
 }
 
 static int unload_plugin(void **state)
 {
     (void)state;
-    plugin_unload(g.pl);
-    g.pl = NULL;
+    harness_unload(&g);
     return 0;
-}
-
-/* The conf reference is taken. Returns init's rc; err receives its reason. */
-static int provider_init(json_t *conf, char *err, size_t errlen)
-{
-    memset(&g.prov, 0, sizeof(g.prov));
-    pthread_mutex_init(&g.prov.cache_lock, NULL);
-    g.prov.name = (char *)"ga";
-    g.prov.plugin = g.pl;
-    err[0] = '\0';
-    /* What the registry does before init: the table normalized per the
-     * plugin's option schema (a type error stops here, in the core's words). */
-    g.prov.conf = options_for_init("ga", g.pl->desc->options, conf, err, errlen);
-    json_decref(conf);
-    if (g.prov.conf == NULL) {
-        return AGAPE_EINVAL;
-    }
-    int rc = g.pl->desc->init(host_table(), HOST_AJ(g.prov.conf), &g.prov.ctx, err, errlen);
-    g.prov.usable = rc == AGAPE_OK;
-    return rc;
-}
-
-static void provider_fini(void)
-{
-    if (g.prov.ctx) {
-        g.pl->desc->destroy(g.prov.ctx);
-    }
-    json_decref(g.prov.conf);
-    json_decref(g.prov.cache);
-    pthread_mutex_destroy(&g.prov.cache_lock);
-    memset(&g.prov, 0, sizeof(g.prov));
 }
 
 static int setup_default(void **state)
 {
     char err[AGAPE_ERR_SIZE];
     (void)state;
-    return provider_init(json_pack("{s:s, s:s}", "measurement_id", MID, "api_secret", SECRET),
-                         err, sizeof(err)) == AGAPE_OK
+    return harness_provider_init(
+               &g, "ga", json_pack("{s:s, s:s}", "measurement_id", MID, "api_secret", SECRET), err,
+               sizeof(err)) == AGAPE_OK
                ? 0
                : -1;
 }
@@ -116,9 +75,11 @@ static int setup_debug(void **state)
 {
     char err[AGAPE_ERR_SIZE];
     (void)state;
-    return provider_init(json_pack("{s:s, s:s, s:s, s:b}", "measurement_id", MID, "api_secret",
-                                   SECRET, "base_url", "http://127.0.0.1:9/", "debug", 1),
-                         err, sizeof(err)) == AGAPE_OK
+    return harness_provider_init(&g, "ga",
+                                 json_pack("{s:s, s:s, s:s, s:b}", "measurement_id", MID,
+                                           "api_secret", SECRET, "base_url", "http://127.0.0.1:9/",
+                                           "debug", 1),
+                                 err, sizeof(err)) == AGAPE_OK
                ? 0
                : -1;
 }
@@ -126,69 +87,17 @@ static int setup_debug(void **state)
 static int teardown_provider(void **state)
 {
     (void)state;
-    provider_fini();
+    harness_provider_fini(&g);
     return 0;
 }
 
-struct op {
-    struct client_xfer x;
-    struct host_call hc;
-};
-
-static enum agape_step track(struct op *o, const char *input_json)
+static enum agape_step track(struct harness_op *o, const char *input_json)
 {
-    json_error_t je;
-    json_t *in = json_loads(input_json, 0, &je);
-    if (in == NULL) {
-        fail_msg("bad test input: %s", je.text);
-    }
-    client_xfer_init(&o->x);
-    host_call_init(&o->hc, &g.prov, "track_batch", in, &o->x);
-    json_decref(in);
-    return host_call_step(&o->hc, g.pl->desc->analytics->track_batch);
+    return harness_op_start(o, &g.prov, "track_batch", g.pl->desc->analytics->track_batch,
+                            input_json);
 }
 
-/* Answer with status, body and NULL-terminated header pairs; step again. */
-static enum agape_step answer(struct op *o, int status, const char *body, ...)
-{
-    va_list ap;
-    o->x.result = CLIENT_DONE;
-    o->x.status = status;
-    buf_reset(&o->x.resp_body);
-    assert_int_equal(buf_add(&o->x.resp_body, body, strlen(body)), AGAPE_OK);
-    va_start(ap, body);
-    for (;;) {
-        const char *name = va_arg(ap, const char *);
-        if (name == NULL) {
-            break;
-        }
-        const char *value = va_arg(ap, const char *);
-        o->x.resp_headers[o->x.n_resp_headers].name = strdup(name);
-        o->x.resp_headers[o->x.n_resp_headers].value = strdup(value);
-        o->x.n_resp_headers++;
-    }
-    va_end(ap);
-    host_call_answer(&o->hc);
-    return host_call_step(&o->hc, g.pl->desc->analytics->track_batch);
-}
-
-static void op_end(struct op *o)
-{
-    host_call_fini(&o->hc);
-    client_xfer_reset(&o->x);
-}
-
-static const char *req_header(const struct client_xfer *x, const char *name)
-{
-    for (int i = 0; i < x->n_req_headers; i++) {
-        if (strcasecmp(x->req_headers[i].name, name) == 0) {
-            return x->req_headers[i].value;
-        }
-    }
-    return NULL;
-}
-
-static void expect_body(struct op *o, const char *expect)
+static void expect_body(struct harness_op *o, const char *expect)
 {
     if (o->x.body == NULL || o->x.body_len != strlen(expect) ||
         memcmp(o->x.body, expect, o->x.body_len) != 0) {
@@ -200,14 +109,14 @@ static void expect_body(struct op *o, const char *expect)
 /* The batch is refused before any request, naming `needle`. */
 static void expect_refused(const char *input, const char *needle)
 {
-    struct op o;
+    struct harness_op o;
     assert_int_equal(track(&o, input), AGAPE_STEP_FAIL);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_INVALID);
     assert_null(o.x.url);
     if (strstr(o.hc.pub.err, needle) == NULL) {
         fail_msg("err \"%s\" lacks \"%s\" (input %s)", o.hc.pub.err, needle, input);
     }
-    op_end(&o);
+    harness_op_end(&o);
 }
 
 /* ---------------------------------------------------------------- */
@@ -245,12 +154,12 @@ static void test_descriptor(void **state)
 static void expect_init_error(json_t *conf, const char *needle)
 {
     char err[AGAPE_ERR_SIZE];
-    assert_int_not_equal(provider_init(conf, err, sizeof(err)), AGAPE_OK);
+    assert_int_not_equal(harness_provider_init(&g, "ga", conf, err, sizeof(err)), AGAPE_OK);
     assert_null(g.prov.ctx);
     if (strstr(err, needle) == NULL) {
         fail_msg("init error \"%s\" lacks \"%s\"", err, needle);
     }
-    provider_fini();
+    harness_provider_fini(&g);
 }
 
 static void test_init_universal_analytics(void **state)
@@ -258,33 +167,37 @@ static void test_init_universal_analytics(void **state)
     (void)state;
     char err[AGAPE_ERR_SIZE];
     /* Only the retired UA id: refused with the whole explanation. */
-    assert_int_equal(provider_init(json_pack("{s:s}", "tracking_id", "UA-12345-1"), err,
-                                   sizeof(err)),
+    assert_int_equal(harness_provider_init(&g, "ga",
+                                           json_pack("{s:s}", "tracking_id", "UA-12345-1"), err,
+                                           sizeof(err)),
                      AGAPE_EINVAL);
     assert_string_equal(err, UA_TEXT);
-    provider_fini();
+    harness_provider_fini(&g);
     /* The same with an unset GA_MEASUREMENT_ID through env(): "". */
-    assert_int_not_equal(provider_init(json_pack("{s:s, s:s, s:s}", "tracking_id", "UA-1-1",
-                                                 "measurement_id", "", "api_secret", SECRET),
-                                       err, sizeof(err)),
-                         AGAPE_OK);
+    assert_int_not_equal(
+        harness_provider_init(&g, "ga",
+                              json_pack("{s:s, s:s, s:s}", "tracking_id", "UA-1-1",
+                                        "measurement_id", "", "api_secret", SECRET),
+                              err, sizeof(err)),
+        AGAPE_OK);
     assert_string_equal(err, UA_TEXT);
-    provider_fini();
+    harness_provider_fini(&g);
     /* A UA id pasted as the measurement id. */
     expect_init_error(json_pack("{s:s, s:s}", "measurement_id", "UA-12345-1", "api_secret",
                                 SECRET),
                       "Universal Analytics id");
     /* Both: GA4 wins, init succeeds (a warning is logged). */
-    assert_int_equal(provider_init(json_pack("{s:s, s:s, s:s}", "tracking_id", "UA-12345-1",
-                                             "measurement_id", MID, "api_secret", SECRET),
-                                   err, sizeof(err)),
+    assert_int_equal(harness_provider_init(&g, "ga",
+                                           json_pack("{s:s, s:s, s:s}", "tracking_id", "UA-12345-1",
+                                                     "measurement_id", MID, "api_secret", SECRET),
+                                           err, sizeof(err)),
                      AGAPE_OK);
-    struct op o;
+    struct harness_op o;
     assert_int_equal(track(&o, "{\"events\":[{\"name\":\"a\",\"client_id\":\"c\"}]}"),
                      AGAPE_STEP_SEND);
     assert_string_equal(o.x.url, COLLECT);
-    op_end(&o);
-    provider_fini();
+    harness_op_end(&o);
+    harness_provider_fini(&g);
 }
 
 static void test_init_errors(void **state)
@@ -296,13 +209,14 @@ static void test_init_errors(void **state)
     expect_init_error(json_pack("{s:s, s:s}", "measurement_id", "G-abc", "api_secret", SECRET),
                       "G-XXXXXXXXXX");
     char err[AGAPE_ERR_SIZE];
-    assert_int_equal(provider_init(json_pack("{s:s, s:s}", "measurement_id", MID, "api_secret",
-                                             "se cret&x=1"),
-                                   err, sizeof(err)),
+    assert_int_equal(harness_provider_init(&g, "ga",
+                                           json_pack("{s:s, s:s}", "measurement_id", MID,
+                                                     "api_secret", "se cret&x=1"),
+                                           err, sizeof(err)),
                      AGAPE_EINVAL);
     assert_non_null(strstr(err, "api_secret must be"));
     assert_null(strstr(err, "se cret")); /* never echoed */
-    provider_fini();
+    harness_provider_fini(&g);
     expect_init_error(json_pack("{s:s, s:s, s:s}", "measurement_id", MID, "api_secret", SECRET,
                                 "base_url", "ftp://x"),
                       "base_url: expected an http:// or https:// URL");
@@ -325,7 +239,7 @@ static void test_init_errors(void **state)
 static void test_request_bytes(void **state)
 {
     (void)state;
-    struct op o;
+    struct harness_op o;
     assert_int_equal(track(&o, "{\"events\":[{\"name\":\"purchase\",\"user_id\":\"u1\","
                                "\"client_id\":\"123456.7654321\","
                                "\"timestamp_micros\":1700000000000000,"
@@ -336,7 +250,7 @@ static void test_request_bytes(void **state)
     assert_string_equal(o.x.method, "POST");
     assert_string_equal(o.x.url, COLLECT);
     assert_int_equal(o.x.n_req_headers, 1);
-    assert_string_equal(req_header(&o.x, "Content-Type"), "application/json");
+    assert_string_equal(harness_req_header(&o.x, "Content-Type"), "application/json");
     assert_null(o.x.userpwd);
     expect_body(&o, "{\"client_id\":\"123456.7654321\",\"user_id\":\"u1\","
                     "\"timestamp_micros\":1700000000000000,\"events\":[{\"name\":\"purchase\","
@@ -344,16 +258,16 @@ static void test_request_bytes(void **state)
                     "\"session_id\":\"123\",\"engagement_time_msec\":100}}]}");
 
     /* GA's 204: accepted. */
-    assert_int_equal(answer(&o, 204, "", NULL), AGAPE_STEP_DONE);
+    assert_int_equal(harness_op_answer_text(&o, 204, "", NULL), AGAPE_STEP_DONE);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_OK);
     assert_int_equal(json_integer_value(json_object_get(o.hc.result, "accepted")), 1);
-    op_end(&o);
+    harness_op_end(&o);
 }
 
 static void test_client_id_derivation(void **state)
 {
     (void)state;
-    struct op o;
+    struct harness_op o;
     /* agape. + the first 16 hex of sha256("42"); an integer user id is its text. */
     const char *expect = "{\"client_id\":\"agape.73475cb40a568e8d\",\"user_id\":\"42\","
                          "\"events\":[{\"name\":\"login\"},{\"name\":\"sign_up\","
@@ -363,18 +277,18 @@ static void test_client_id_derivation(void **state)
                                "\"params\":{\"method\":\"Google\"}}]}"),
                      AGAPE_STEP_SEND);
     expect_body(&o, expect);
-    op_end(&o);
+    harness_op_end(&o);
     assert_int_equal(track(&o, "{\"events\":[{\"name\":\"login\",\"user_id\":42},"
                                "{\"name\":\"sign_up\",\"user_id\":\"42\","
                                "\"params\":{\"method\":\"Google\"}}]}"),
                      AGAPE_STEP_SEND);
     expect_body(&o, expect);
-    op_end(&o);
+    harness_op_end(&o);
     assert_int_equal(track(&o, "{\"events\":[{\"name\":\"x\",\"user_id\":\"usr_7f3a\"}]}"),
                      AGAPE_STEP_SEND);
     expect_body(&o, "{\"client_id\":\"agape.993347637e89d09d\",\"user_id\":\"usr_7f3a\","
                     "\"events\":[{\"name\":\"x\"}]}");
-    op_end(&o);
+    harness_op_end(&o);
     /* Personal data never goes to GA as the user id. */
     expect_refused("{\"events\":[{\"name\":\"x\",\"user_id\":\"ana@example.com\"}]}",
                    "events[0].user_id looks like an e-mail address");
@@ -406,12 +320,12 @@ static void test_batch_boundaries(void **state)
 {
     (void)state;
     char in[4096];
-    struct op o;
+    struct harness_op o;
 
     batch_of(in, sizeof(in), 1);
     assert_int_equal(track(&o, in), AGAPE_STEP_SEND);
     expect_body(&o, "{\"client_id\":\"c\",\"events\":[{\"name\":\"e0\"}]}");
-    op_end(&o);
+    harness_op_end(&o);
 
     batch_of(in, sizeof(in), 25);
     assert_int_equal(track(&o, in), AGAPE_STEP_SEND);
@@ -421,9 +335,9 @@ static void test_batch_boundaries(void **state)
                             json_array_get(json_object_get(body, "events"), 24), "name")),
                         "e24");
     json_decref(body);
-    assert_int_equal(answer(&o, 204, "", NULL), AGAPE_STEP_DONE);
+    assert_int_equal(harness_op_answer_text(&o, 204, "", NULL), AGAPE_STEP_DONE);
     assert_int_equal(json_integer_value(json_object_get(o.hc.result, "accepted")), 25);
-    op_end(&o);
+    harness_op_end(&o);
 
     batch_of(in, sizeof(in), 26);
     expect_refused(in, "at most 25");
@@ -468,13 +382,13 @@ static void test_name_rules(void **state)
         expect_refused(in, needle);
     }
     /* Exactly 40, a capital, digits: fine. */
-    struct op o;
+    struct harness_op o;
     assert_int_equal(track(&o, "{\"events\":[{\"name\":"
                                "\"abcdefghijabcdefghijabcdefghijabcdefghij\",\"client_id\":\"c\"},"
                                "{\"name\":\"Level9_up\",\"client_id\":\"c\"},"
                                "{\"name\":\"ad_impression\",\"client_id\":\"c\"}]}"),
                      AGAPE_STEP_SEND);
-    op_end(&o);
+    harness_op_end(&o);
 
     /* Parameter names follow the same rules (no reserved event names). */
     expect_refused("{\"events\":[{\"name\":\"a\",\"client_id\":\"c\","
@@ -500,14 +414,14 @@ static void test_name_rules(void **state)
 static void test_seed_mapping(void **state)
 {
     (void)state;
-    struct op o;
+    struct harness_op o;
     assert_int_equal(track(&o, "{\"events\":[{\"category\":\"User\",\"action\":\"Registration\","
                                "\"label\":\"web\",\"value\":1,\"user_id\":\"42\"}]}"),
                      AGAPE_STEP_SEND);
     expect_body(&o, "{\"client_id\":\"agape.73475cb40a568e8d\",\"user_id\":\"42\","
                     "\"events\":[{\"name\":\"registration\",\"params\":{\"event_category\":"
                     "\"User\",\"event_label\":\"web\",\"value\":1}}]}");
-    op_end(&o);
+    harness_op_end(&o);
 
     /* One "_" per other character, multi-byte included; label and value are
      * optional; the event's own params follow and never replace the mapped ones. */
@@ -520,7 +434,7 @@ static void test_seed_mapping(void **state)
     expect_body(&o, "{\"client_id\":\"c\",\"events\":[{\"name\":\"add_to_cart_\",\"params\":"
                     "{\"event_category\":\"Shop\",\"currency\":\"EUR\"}},{\"name\":\"a_adir\","
                     "\"params\":{\"event_category\":\"Shop\",\"value\":2.5}}]}");
-    op_end(&o);
+    harness_op_end(&o);
 
     expect_refused("{\"events\":[{\"category\":\"Shop\",\"action\":\"1st purchase\","
                    "\"client_id\":\"c\"}]}",
@@ -548,7 +462,7 @@ static void test_seed_mapping(void **state)
 static void test_timestamps(void **state)
 {
     (void)state;
-    struct op o;
+    struct harness_op o;
     /* Different times: each event keeps its own. */
     assert_int_equal(track(&o, "{\"events\":[{\"name\":\"a\",\"client_id\":\"c\","
                                "\"timestamp_micros\":1700000000000000},"
@@ -559,7 +473,7 @@ static void test_timestamps(void **state)
     expect_body(&o, "{\"client_id\":\"c\",\"events\":[{\"name\":\"a\",\"timestamp_micros\":"
                     "1700000000000000},{\"name\":\"b\"},{\"name\":\"c\",\"timestamp_micros\":"
                     "1700000001000000}]}");
-    op_end(&o);
+    harness_op_end(&o);
     /* All the same: once, on the request. */
     assert_int_equal(track(&o, "{\"events\":[{\"name\":\"a\",\"client_id\":\"c\","
                                "\"timestamp_micros\":5},{\"name\":\"b\",\"client_id\":\"c\","
@@ -567,7 +481,7 @@ static void test_timestamps(void **state)
                      AGAPE_STEP_SEND);
     expect_body(&o, "{\"client_id\":\"c\",\"timestamp_micros\":5,\"events\":[{\"name\":\"a\"},"
                     "{\"name\":\"b\"}]}");
-    op_end(&o);
+    harness_op_end(&o);
     expect_refused("{\"events\":[{\"name\":\"a\",\"client_id\":\"c\",\"timestamp_micros\":"
                    "\"soon\"}]}",
                    "events[0].timestamp_micros must be a positive integer");
@@ -596,13 +510,13 @@ static void test_answers(void **state)
         {302, NULL, NULL, AGAPE_OUTCOME_UNKNOWN, -1},
     };
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
-        struct op o;
+        struct harness_op o;
         assert_int_equal(track(&o, "{\"events\":[{\"name\":\"a\",\"client_id\":\"c\"},"
                                    "{\"name\":\"b\",\"client_id\":\"c\"}]}"),
                          AGAPE_STEP_SEND);
-        enum agape_step st = rows[i].h ? answer(&o, rows[i].status, "", rows[i].h, rows[i].v,
-                                                NULL)
-                                       : answer(&o, rows[i].status, "", NULL);
+        enum agape_step st =
+            rows[i].h ? harness_op_answer_text(&o, rows[i].status, "", rows[i].h, rows[i].v, NULL)
+                      : harness_op_answer_text(&o, rows[i].status, "", NULL);
         assert_int_equal(st, AGAPE_STEP_DONE);
         if (o.hc.pub.outcome != rows[i].outcome) {
             fail_msg("HTTP %d: outcome %d, wanted %d", rows[i].status, o.hc.pub.outcome,
@@ -616,185 +530,66 @@ static void test_answers(void **state)
             assert_true(strlen(o.hc.pub.err) > 0);
             assert_null(strstr(o.hc.pub.err, SECRET));
         }
-        op_end(&o);
+        harness_op_end(&o);
     }
 }
 
 static void test_debug_mode(void **state)
 {
     (void)state;
-    struct op o;
+    struct harness_op o;
     assert_int_equal(track(&o, "{\"events\":[{\"name\":\"a\",\"client_id\":\"c\"}]}"),
                      AGAPE_STEP_SEND);
     assert_string_equal(o.x.url, "http://127.0.0.1:9/debug/mp/collect?measurement_id=" MID
                                  "&api_secret=" SECRET);
-    assert_int_equal(answer(&o, 200, "{\"validationMessages\":[]}", NULL), AGAPE_STEP_DONE);
+    assert_int_equal(harness_op_answer_text(&o, 200, "{\"validationMessages\":[]}", NULL),
+                     AGAPE_STEP_DONE);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_OK);
-    op_end(&o);
+    harness_op_end(&o);
 
     assert_int_equal(track(&o, "{\"events\":[{\"name\":\"a\",\"client_id\":\"c\"}]}"),
                      AGAPE_STEP_SEND);
-    assert_int_equal(answer(&o, 200,
-                            "{\"validationMessages\":[{\"fieldPath\":\"events\","
-                            "\"description\":\"Event at index: [0] has invalid name [a-].\","
-                            "\"validationCode\":\"NAME_INVALID\"}]}",
-                            NULL),
-                     AGAPE_STEP_DONE);
+    assert_int_equal(
+        harness_op_answer_text(&o, 200,
+                               "{\"validationMessages\":[{\"fieldPath\":\"events\","
+                               "\"description\":\"Event at index: [0] has invalid name [a-].\","
+                               "\"validationCode\":\"NAME_INVALID\"}]}",
+                               NULL),
+        AGAPE_STEP_DONE);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_INVALID);
     assert_string_equal(o.hc.pub.err, "GA4 validation: Event at index: [0] has invalid name "
                                       "[a-]. (events) (1 message(s))");
-    op_end(&o);
+    harness_op_end(&o);
 }
 
 /* ---------------------------------------------------------------- */
 /* Against the emulator: build/mockprov started here, the real       */
 /* client (libcurl) sending what the plugin built.                  */
 
-struct live {
-    pid_t pid;
-    int port;
-    char dir[64];
-    char url[64];
-    struct client *client;
-};
-
-static void live_start(struct live *m)
-{
-    char bin[1024], pf[128];
-    memset(m, 0, sizeof(*m));
-    snprintf(bin, sizeof(bin), "%s/../mockprov", AGAPE_PLUGIN_DIR);
-    snprintf(m->dir, sizeof(m->dir), "/tmp/agape-obs-XXXXXX");
-    assert_non_null(mkdtemp(m->dir));
-    snprintf(pf, sizeof(pf), "%s/port", m->dir);
-    m->pid = fork();
-    assert_true(m->pid >= 0);
-    if (m->pid == 0) {
-        /* A failed assertion longjmps past live_stop: the emulator must not outlive us. */
-        prctl(PR_SET_PDEATHSIG, SIGTERM);
-        int fd = open("/dev/null", O_WRONLY);
-        dup2(fd, 1);
-        dup2(fd, 2);
-        execl(bin, bin, "--port", "0", "--port-file", pf, (char *)NULL);
-        _exit(127);
-    }
-    for (int i = 0; i < 500 && m->port == 0; i++) {
-        FILE *f = fopen(pf, "r");
-        char line[16] = "";
-        if (f != NULL) {
-            if (fgets(line, sizeof(line), f) != NULL) {
-                m->port = (int)strtol(line, NULL, 10);
-            }
-            fclose(f);
-        }
-        if (m->port == 0) {
-            struct timespec ts = {0, 10 * 1000 * 1000};
-            nanosleep(&ts, NULL);
-        }
-    }
-    if (m->port <= 0) {
-        fail_msg("%s did not start", bin);
-    }
-    unlink(pf);
-    snprintf(m->url, sizeof(m->url), "http://127.0.0.1:%d", m->port);
-    assert_int_equal(client_create(NULL, &m->client), AGAPE_OK);
-}
-
-static void live_stop(struct live *m)
-{
-    int status = 0;
-    client_destroy(m->client);
-    kill(m->pid, SIGTERM);
-    waitpid(m->pid, &status, 0);
-    rmdir(m->dir);
-    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-}
-
-struct waiter {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    bool done;
-};
-
-static void live_done(struct client_xfer *x, void *arg)
-{
-    struct waiter *w = arg;
-    (void)x;
-    pthread_mutex_lock(&w->mu);
-    w->done = true;
-    pthread_cond_signal(&w->cv);
-    pthread_mutex_unlock(&w->mu);
-}
-
-static void live_send(struct live *m, struct client_xfer *x)
-{
-    struct waiter w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false};
-    x->done = live_done;
-    x->arg = &w;
-    client_submit(m->client, x, 0);
-    pthread_mutex_lock(&w.mu);
-    while (!w.done) {
-        pthread_cond_wait(&w.cv, &w.mu);
-    }
-    pthread_mutex_unlock(&w.mu);
-    pthread_cond_destroy(&w.cv);
-    pthread_mutex_destroy(&w.mu);
-    if (x->result != CLIENT_DONE) {
-        fail_msg("%s: no answer (%s)", x->url, x->err);
-    }
-}
-
-/* Drive a started call to its end over HTTP. */
-static enum agape_step live_run(struct live *m, struct host_call *hc, agape_step_fn fn,
-                                enum agape_step st)
-{
-    while (st == AGAPE_STEP_SEND) {
-        live_send(m, hc->xfer);
-        host_call_answer(hc);
-        st = host_call_step(hc, fn);
-    }
-    return st;
-}
-
-/* GET /_mock/state/<what> (new reference). */
-static json_t *live_state(struct live *m, const char *what)
-{
-    struct client_xfer x;
-    char url[256];
-    client_xfer_init(&x);
-    snprintf(x.method, sizeof(x.method), "GET");
-    snprintf(url, sizeof(url), "%s/_mock/state/%s", m->url, what);
-    x.url = strdup(url);
-    live_send(m, &x);
-    assert_int_equal(x.status, 200);
-    json_t *j = json_loadb(x.resp_body.data, x.resp_body.len, 0, NULL);
-    assert_non_null(j);
-    client_xfer_reset(&x);
-    return j;
-}
-
 static void test_against_mockprov(void **state)
 {
     (void)state;
     char err[AGAPE_ERR_SIZE];
-    struct live m;
-    struct op o;
-    live_start(&m);
-    assert_int_equal(provider_init(json_pack("{s:s, s:s, s:s}", "measurement_id", MID,
-                                             "api_secret", SECRET, "base_url", m.url),
-                                   err, sizeof(err)),
+    struct harness_mock m;
+    struct harness_op o;
+    harness_mock_start(&m);
+    assert_int_equal(harness_provider_init(&g, "ga",
+                                           json_pack("{s:s, s:s, s:s}", "measurement_id", MID,
+                                                     "api_secret", SECRET, "base_url", m.url),
+                                           err, sizeof(err)),
                      AGAPE_OK);
     enum agape_step st = track(&o, "{\"events\":[{\"category\":\"User\",\"action\":"
                                    "\"Registration\",\"user_id\":\"42\"},{\"name\":\"login\","
                                    "\"user_id\":\"42\",\"params\":{\"method\":\"Google\"}}]}");
-    assert_int_equal(live_run(&m, &o.hc, g.pl->desc->analytics->track_batch, st),
+    assert_int_equal(harness_mock_run(&m, &o.hc, g.pl->desc->analytics->track_batch, st),
                      AGAPE_STEP_DONE);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_OK);
     assert_int_equal(json_integer_value(json_object_get(o.hc.result, "accepted")), 2);
-    op_end(&o);
-    provider_fini();
+    harness_op_end(&o);
+    harness_provider_fini(&g);
 
     /* GA4 took it as valid (an invalid batch lands in ga4.dropped). */
-    json_t *batches = live_state(&m, "ga4.batches");
+    json_t *batches = harness_mock_state(&m, "ga4.batches");
     json_t *want = json_loads("{\"client_id\":\"agape.73475cb40a568e8d\",\"user_id\":\"42\","
                               "\"events\":[{\"name\":\"registration\",\"params\":"
                               "{\"event_category\":\"User\"}},{\"name\":\"login\",\"params\":"
@@ -803,26 +598,27 @@ static void test_against_mockprov(void **state)
     assert_true(json_equal(json_object_get(batches, "1"), want));
     json_decref(want);
     json_decref(batches);
-    json_t *dropped = live_state(&m, "ga4.dropped");
+    json_t *dropped = harness_mock_state(&m, "ga4.dropped");
     assert_int_equal(json_object_size(dropped), 0);
     json_decref(dropped);
 
     /* Debug mode: validated, not recorded. */
-    assert_int_equal(provider_init(json_pack("{s:s, s:s, s:s, s:s}", "measurement_id", MID,
-                                             "api_secret", SECRET, "base_url", m.url, "debug",
-                                             "true"),
-                                   err, sizeof(err)),
-                     AGAPE_OK);
+    assert_int_equal(
+        harness_provider_init(&g, "ga",
+                              json_pack("{s:s, s:s, s:s, s:s}", "measurement_id", MID, "api_secret",
+                                        SECRET, "base_url", m.url, "debug", "true"),
+                              err, sizeof(err)),
+        AGAPE_OK);
     st = track(&o, "{\"events\":[{\"name\":\"a\",\"client_id\":\"c\"}]}");
-    assert_int_equal(live_run(&m, &o.hc, g.pl->desc->analytics->track_batch, st),
+    assert_int_equal(harness_mock_run(&m, &o.hc, g.pl->desc->analytics->track_batch, st),
                      AGAPE_STEP_DONE);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_OK);
-    op_end(&o);
-    provider_fini();
-    batches = live_state(&m, "ga4.batches");
+    harness_op_end(&o);
+    harness_provider_fini(&g);
+    batches = harness_mock_state(&m, "ga4.batches");
     assert_int_equal(json_object_size(batches), 1);
     json_decref(batches);
-    live_stop(&m);
+    harness_mock_stop(&m);
 }
 
 int main(void)

@@ -11,6 +11,7 @@
 #include "host.h"
 #include "options.h"
 #include "plugins.h"
+#include "plugin_harness.h"
 
 #include <inttypes.h>
 #include <jansson.h>
@@ -35,70 +36,28 @@
 /* ---------------------------------------------------------------- */
 /* Scaffolding                                                      */
 
-struct env {
-    struct plugin *pl;
-    struct provider prov;
-};
-
-static struct env g; /* the loaded plugin; a provider is made per test */
+static struct harness g; /* the loaded plugin; a provider is made per test */
 
 static int load_plugin(void **state)
 {
-    char err[AGAPE_ERR_SIZE] = "";
     (void)state;
-    int rc = plugin_load(AGAPE_PLUGIN_DIR "/paypal.so", &g.pl, err, sizeof(err));
-    if (rc != AGAPE_OK) {
-        fprintf(stderr, "plugin_load: %s\n", err);
-        return -1;
-    }
-    return 0;
+    return harness_load(&g, "paypal");
 }
 
 static int unload_plugin(void **state)
 {
     (void)state;
-    plugin_unload(g.pl);
-    g.pl = NULL;
+    harness_unload(&g);
     return 0;
-}
-
-/* Make the provider from a conf object (the reference is taken). */
-static int provider_init(json_t *conf, char *err, size_t errlen)
-{
-    memset(&g.prov, 0, sizeof(g.prov));
-    pthread_mutex_init(&g.prov.cache_lock, NULL);
-    g.prov.name = (char *)"paypal";
-    g.prov.plugin = g.pl;
-    err[0] = '\0';
-    /* What the registry does before init: the table normalized per the
-     * plugin's option schema (a type error stops here, in the core's words). */
-    g.prov.conf = options_for_init("paypal", g.pl->desc->options, conf, err, errlen);
-    json_decref(conf);
-    if (g.prov.conf == NULL) {
-        return AGAPE_EINVAL;
-    }
-    int rc = g.pl->desc->init(host_table(), HOST_AJ(g.prov.conf), &g.prov.ctx, err, errlen);
-    g.prov.usable = rc == AGAPE_OK;
-    return rc;
-}
-
-static void provider_fini(void)
-{
-    if (g.prov.ctx) {
-        g.pl->desc->destroy(g.prov.ctx);
-    }
-    json_decref(g.prov.conf);
-    json_decref(g.prov.cache);
-    pthread_mutex_destroy(&g.prov.cache_lock);
-    memset(&g.prov, 0, sizeof(g.prov));
 }
 
 static int setup_default(void **state)
 {
     char err[AGAPE_ERR_SIZE];
     (void)state;
-    return provider_init(json_pack("{s:s, s:s}", "client_id", CID, "client_secret", SECRET), err,
-                         sizeof(err)) == AGAPE_OK
+    return harness_provider_init(&g, "paypal",
+                                 json_pack("{s:s, s:s}", "client_id", CID, "client_secret", SECRET),
+                                 err, sizeof(err)) == AGAPE_OK
                ? 0
                : -1;
 }
@@ -106,7 +65,7 @@ static int setup_default(void **state)
 static int teardown_provider(void **state)
 {
     (void)state;
-    provider_fini();
+    harness_provider_fini(&g);
     return 0;
 }
 
@@ -135,112 +94,17 @@ static void seed_token(const char *token)
                                   (json_int_t)(host_table()->mono_ms() + 3600 * 1000)));
 }
 
-/* One operation in flight. */
-struct op {
-    struct client_xfer x;
-    struct host_call hc;
-    agape_step_fn fn;
-};
-
-static enum agape_step op_start(struct op *o, const char *name, agape_step_fn fn,
-                                const char *input_json)
-{
-    json_error_t je;
-    json_t *in = json_loads(input_json, 0, &je);
-    if (in == NULL) {
-        fail_msg("bad test input: %s", je.text);
-    }
-    client_xfer_init(&o->x);
-    host_call_init(&o->hc, &g.prov, name, in, &o->x);
-    json_decref(in);
-    o->fn = fn;
-    return host_call_step(&o->hc, fn);
-}
-
-/* Answer the pending request with status, body and NULL-terminated
- * name/value header pairs (the previous answer's headers are dropped). */
-static enum agape_step op_answer(struct op *o, int status, const char *body, ...)
-{
-    va_list ap;
-    o->x.result = CLIENT_DONE;
-    o->x.status = status;
-    buf_reset(&o->x.resp_body);
-    assert_int_equal(buf_add(&o->x.resp_body, body, strlen(body)), AGAPE_OK);
-    for (int i = 0; i < o->x.n_resp_headers; i++) {
-        free(o->x.resp_headers[i].name);
-        free(o->x.resp_headers[i].value);
-    }
-    o->x.n_resp_headers = 0;
-    va_start(ap, body);
-    for (;;) {
-        const char *name = va_arg(ap, const char *);
-        if (name == NULL) {
-            break;
-        }
-        const char *value = va_arg(ap, const char *);
-        assert_true(o->x.n_resp_headers < CLIENT_MAX_HEADERS);
-        o->x.resp_headers[o->x.n_resp_headers].name = strdup(name);
-        o->x.resp_headers[o->x.n_resp_headers].value = strdup(value);
-        o->x.n_resp_headers++;
-    }
-    va_end(ap);
-    host_call_answer(&o->hc);
-    return host_call_step(&o->hc, o->fn);
-}
-
-static void op_end(struct op *o)
-{
-    host_call_fini(&o->hc);
-    client_xfer_reset(&o->x);
-}
-
-static const char *req_header(const struct client_xfer *x, const char *name)
-{
-    for (int i = 0; i < x->n_req_headers; i++) {
-        if (strcasecmp(x->req_headers[i].name, name) == 0) {
-            return x->req_headers[i].value;
-        }
-    }
-    return NULL;
-}
-
-static const char *res_str(struct op *o, const char *key)
-{
-    return json_string_value(json_object_get(o->hc.result, key));
-}
-
-/* A fixture file, whole, NUL-terminated; free() it. */
-static char *fixture(const char *name)
-{
-    char path[1024];
-    snprintf(path, sizeof(path), "%s/paypal/%s", AGAPE_FIXTURES, name);
-    FILE *f = fopen(path, "rb");
-    if (f == NULL) {
-        fail_msg("cannot open %s", path);
-    }
-    struct agape_buf b;
-    buf_init(&b, 0);
-    char chunk[4096];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
-        buf_add(&b, chunk, n);
-    }
-    fclose(f);
-    assert_int_equal(b.error, AGAPE_OK);
-    return buf_take(&b);
-}
-
-static enum agape_step op_answer_fixture(struct op *o, int status, const char *file,
+static enum agape_step op_answer_fixture(struct harness_op *o, int status, const char *file,
                                          const char *h1, const char *v1)
 {
-    char *body = fixture(file);
-    enum agape_step st = op_answer(o, status, body, h1, v1, NULL);
+    char *body = harness_fixture("paypal", file, NULL);
+    enum agape_step st = harness_op_reanswer_text(o, status, body, h1, v1, NULL);
     free(body);
     return st;
 }
 
 /* The pending request is the token request, exactly. */
-static void assert_token_request(struct op *o, const char *base)
+static void assert_token_request(struct harness_op *o, const char *base)
 {
     char url[256];
     snprintf(url, sizeof(url), "%s/v1/oauth2/token", base);
@@ -250,21 +114,22 @@ static void assert_token_request(struct op *o, const char *base)
      * libcurl (CURLOPT_USERPWD), which sends base64 of exactly these bytes. */
     assert_string_equal(o->x.userpwd, CID ":" SECRET);
     assert_int_equal(o->x.n_req_headers, 1);
-    assert_string_equal(req_header(&o->x, "Content-Type"), "application/x-www-form-urlencoded");
-    assert_null(req_header(&o->x, "Authorization"));
+    assert_string_equal(harness_req_header(&o->x, "Content-Type"),
+                        "application/x-www-form-urlencoded");
+    assert_null(harness_req_header(&o->x, "Authorization"));
     assert_int_equal(o->x.body_len, strlen("grant_type=client_credentials"));
     assert_memory_equal(o->x.body, "grant_type=client_credentials", o->x.body_len);
 }
 
-static void assert_bearer(struct op *o, const char *token)
+static void assert_bearer(struct harness_op *o, const char *token)
 {
     char want[256];
     snprintf(want, sizeof(want), "Bearer %s", token);
-    assert_string_equal(req_header(&o->x, "Authorization"), want);
+    assert_string_equal(harness_req_header(&o->x, "Authorization"), want);
     assert_null(o->x.userpwd);
 }
 
-static void assert_body(struct op *o, const char *want)
+static void assert_body(struct harness_op *o, const char *want)
 {
     if (o->x.body == NULL || o->x.body_len != strlen(want) ||
         memcmp(o->x.body, want, o->x.body_len) != 0) {
@@ -272,7 +137,7 @@ static void assert_body(struct op *o, const char *want)
     }
 }
 
-static void assert_err_has(struct op *o, const char *needle)
+static void assert_err_has(struct harness_op *o, const char *needle)
 {
     if (strstr(o->hc.pub.err, needle) == NULL) {
         fail_msg("err \"%s\" lacks \"%s\"", o->hc.pub.err, needle);
@@ -280,7 +145,7 @@ static void assert_err_has(struct op *o, const char *needle)
 }
 
 /* No secret in err or in the result, ever. */
-static void assert_no_secret(struct op *o)
+static void assert_no_secret(struct harness_op *o)
 {
     char *res = json_dumps(o->hc.result, JSON_COMPACT);
     assert_null(strstr(o->hc.pub.err, SECRET));
@@ -309,10 +174,10 @@ static const char charge_body[] =
 
 /* Start a charge with a token already cached; returns the op at the order
  * request. */
-static void charge_cached(struct op *o, const char *input)
+static void charge_cached(struct harness_op *o, const char *input)
 {
     seed_token(TOKEN);
-    assert_int_equal(op_start(o, "charge", g.pl->desc->payment->charge, input),
+    assert_int_equal(harness_op_start(o, &g.prov, "charge", g.pl->desc->payment->charge, input),
                      AGAPE_STEP_SEND);
     assert_string_equal(o->x.url, SANDBOX "/v2/checkout/orders");
     assert_bearer(o, TOKEN);
@@ -366,13 +231,13 @@ static void test_descriptor(void **state)
 static void expect_init_error(json_t *conf, const char *needle)
 {
     char err[AGAPE_ERR_SIZE];
-    assert_int_not_equal(provider_init(conf, err, sizeof(err)), AGAPE_OK);
+    assert_int_not_equal(harness_provider_init(&g, "paypal", conf, err, sizeof(err)), AGAPE_OK);
     assert_null(g.prov.ctx);
     if (strstr(err, needle) == NULL) {
         fail_msg("init error \"%s\" lacks \"%s\"", err, needle);
     }
     assert_null(strstr(err, SECRET));
-    provider_fini();
+    harness_provider_fini(&g);
 }
 
 static void test_init_errors(void **state)
@@ -408,13 +273,14 @@ static void test_init_errors(void **state)
 static void expect_base(json_t *conf, const char *base)
 {
     char err[AGAPE_ERR_SIZE];
-    assert_int_equal(provider_init(conf, err, sizeof(err)), AGAPE_OK);
-    struct op o;
-    assert_int_equal(op_start(&o, "charge", g.pl->desc->payment->charge, charge_input),
-                     AGAPE_STEP_SEND);
+    assert_int_equal(harness_provider_init(&g, "paypal", conf, err, sizeof(err)), AGAPE_OK);
+    struct harness_op o;
+    assert_int_equal(
+        harness_op_start(&o, &g.prov, "charge", g.pl->desc->payment->charge, charge_input),
+        AGAPE_STEP_SEND);
     assert_token_request(&o, base);
-    op_end(&o);
-    provider_fini();
+    harness_op_end(&o);
+    harness_provider_fini(&g);
 }
 
 static void test_init_mode_and_base(void **state)
@@ -444,10 +310,11 @@ static void test_init_mode_and_base(void **state)
 static void test_token_then_order(void **state)
 {
     (void)state;
-    struct op o;
+    struct harness_op o;
     assert_null(cached_token());
-    assert_int_equal(op_start(&o, "charge", g.pl->desc->payment->charge, charge_input),
-                     AGAPE_STEP_SEND);
+    assert_int_equal(
+        harness_op_start(&o, &g.prov, "charge", g.pl->desc->payment->charge, charge_input),
+        AGAPE_STEP_SEND);
     assert_token_request(&o, SANDBOX);
     assert_string_equal(json_string_value(json_object_get(o.hc.state, "phase")), "token");
 
@@ -462,9 +329,9 @@ static void test_token_then_order(void **state)
     assert_string_equal(o.x.url, SANDBOX "/v2/checkout/orders");
     assert_int_equal(o.x.n_req_headers, 4);
     assert_bearer(&o, TOKEN);
-    assert_string_equal(req_header(&o.x, "Content-Type"), "application/json");
-    assert_string_equal(req_header(&o.x, "PayPal-Request-Id"), "gw-pay_1-charge-paypal");
-    assert_string_equal(req_header(&o.x, "Prefer"), "return=representation");
+    assert_string_equal(harness_req_header(&o.x, "Content-Type"), "application/json");
+    assert_string_equal(harness_req_header(&o.x, "PayPal-Request-Id"), "gw-pay_1-charge-paypal");
+    assert_string_equal(harness_req_header(&o.x, "Prefer"), "return=representation");
     assert_body(&o, charge_body);
     /* The token never goes into the call's state. */
     char *st = json_dumps(o.hc.state, JSON_COMPACT);
@@ -474,17 +341,18 @@ static void test_token_then_order(void **state)
     assert_int_equal(op_answer_fixture(&o, 201, "order_payer_action_201.json", NULL, NULL),
                      AGAPE_STEP_DONE);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_OK);
-    assert_string_equal(res_str(&o, "status"), "requires_action");
-    assert_string_equal(res_str(&o, "provider_ref"), ORDER_ID);
-    assert_string_equal(res_str(&o, "approval_url"),
+    assert_string_equal(harness_res_str(&o, "status"), "requires_action");
+    assert_string_equal(harness_res_str(&o, "provider_ref"), ORDER_ID);
+    assert_string_equal(harness_res_str(&o, "approval_url"),
                         "https://www.sandbox.paypal.com/checkoutnow?token=" ORDER_ID);
     assert_int_equal(json_object_size(o.hc.result), 3);
     assert_int_equal(o.hc.pub.step, 2);
-    op_end(&o);
+    harness_op_end(&o);
 
     /* The second charge skips the token step. */
-    assert_int_equal(op_start(&o, "charge", g.pl->desc->payment->charge, charge_input),
-                     AGAPE_STEP_SEND);
+    assert_int_equal(
+        harness_op_start(&o, &g.prov, "charge", g.pl->desc->payment->charge, charge_input),
+        AGAPE_STEP_SEND);
     assert_string_equal(o.x.url, SANDBOX "/v2/checkout/orders");
     assert_bearer(&o, TOKEN);
     assert_body(&o, charge_body);
@@ -492,47 +360,50 @@ static void test_token_then_order(void **state)
                      AGAPE_STEP_DONE);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_OK);
     /* The classic flow's link is "approve". */
-    assert_string_equal(res_str(&o, "approval_url"),
+    assert_string_equal(harness_res_str(&o, "approval_url"),
                         "https://www.sandbox.paypal.com/checkoutnow?token=" ORDER_ID);
-    op_end(&o);
+    harness_op_end(&o);
 }
 
 static void test_token_ttl_floor(void **state)
 {
     (void)state;
-    struct op o;
-    assert_int_equal(op_start(&o, "charge", g.pl->desc->payment->charge, charge_input),
-                     AGAPE_STEP_SEND);
-    assert_int_equal(op_answer(&o, 200,
-                               "{\"access_token\":\"A21AA-short\",\"token_type\":\"Bearer\","
-                               "\"expires_in\":100}",
-                               NULL),
-                     AGAPE_STEP_SEND);
+    struct harness_op o;
+    assert_int_equal(
+        harness_op_start(&o, &g.prov, "charge", g.pl->desc->payment->charge, charge_input),
+        AGAPE_STEP_SEND);
+    assert_int_equal(
+        harness_op_reanswer_text(&o, 200,
+                                 "{\"access_token\":\"A21AA-short\",\"token_type\":\"Bearer\","
+                                 "\"expires_in\":100}",
+                                 NULL),
+        AGAPE_STEP_SEND);
     int64_t ttl = cached_ttl_ms();
     assert_true(ttl > 55000 && ttl <= 60000);
     assert_bearer(&o, "A21AA-short");
-    op_end(&o);
+    harness_op_end(&o);
 }
 
 static void expect_token_error(int status, const char *body, const char *h, const char *v,
                                enum agape_outcome outcome, int64_t retry_ms, const char *needle)
 {
-    struct op o;
-    assert_int_equal(op_start(&o, "charge", g.pl->desc->payment->charge, charge_input),
-                     AGAPE_STEP_SEND);
-    assert_int_equal(op_answer(&o, status, body, h, v, NULL), AGAPE_STEP_DONE);
+    struct harness_op o;
+    assert_int_equal(
+        harness_op_start(&o, &g.prov, "charge", g.pl->desc->payment->charge, charge_input),
+        AGAPE_STEP_SEND);
+    assert_int_equal(harness_op_reanswer_text(&o, status, body, h, v, NULL), AGAPE_STEP_DONE);
     assert_int_equal(o.hc.pub.outcome, outcome);
     assert_int_equal(o.hc.pub.retry_after_ms, retry_ms);
     assert_err_has(&o, needle);
     assert_no_secret(&o);
     assert_null(cached_token());
-    op_end(&o);
+    harness_op_end(&o);
 }
 
 static void test_token_errors(void **state)
 {
     (void)state;
-    char *body = fixture("token_401.json");
+    char *body = harness_fixture("paypal", "token_401.json", NULL);
     expect_token_error(401, body, NULL, NULL, AGAPE_OUTCOME_AUTH, -1,
                        "(HTTP 401 invalid_client): Client Authentication failed");
     free(body);
@@ -560,57 +431,58 @@ static void test_token_errors(void **state)
 static void test_refresh_on_401(void **state)
 {
     (void)state;
-    struct op o;
+    struct harness_op o;
     charge_cached(&o, charge_input);
-    char *e401 = fixture("error_401_invalid_token.json");
-    assert_int_equal(op_answer(&o, 401, e401, NULL), AGAPE_STEP_SEND);
+    char *e401 = harness_fixture("paypal", "error_401_invalid_token.json", NULL);
+    assert_int_equal(harness_op_reanswer_text(&o, 401, e401, NULL), AGAPE_STEP_SEND);
     /* The stale token is gone and a new one is fetched. */
     assert_null(cached_token());
     assert_token_request(&o, SANDBOX);
     assert_string_equal(json_string_value(json_object_get(o.hc.state, "phase")), "retry_token");
-    assert_int_equal(op_answer(&o, 200,
-                               "{\"scope\":\"x\",\"access_token\":\"A21AA-new\","
-                               "\"token_type\":\"Bearer\",\"app_id\":\"APP-1\","
-                               "\"expires_in\":32400}",
-                               NULL),
+    assert_int_equal(harness_op_reanswer_text(&o, 200,
+                                              "{\"scope\":\"x\",\"access_token\":\"A21AA-new\","
+                                              "\"token_type\":\"Bearer\",\"app_id\":\"APP-1\","
+                                              "\"expires_in\":32400}",
+                                              NULL),
                      AGAPE_STEP_SEND);
     assert_string_equal(cached_token(), "A21AA-new");
     /* The same order again, same PayPal-Request-Id, with the new token. */
     assert_bearer(&o, "A21AA-new");
-    assert_string_equal(req_header(&o.x, "PayPal-Request-Id"), "gw-pay_1-charge-paypal");
+    assert_string_equal(harness_req_header(&o.x, "PayPal-Request-Id"), "gw-pay_1-charge-paypal");
     assert_body(&o, charge_body);
     assert_int_equal(op_answer_fixture(&o, 201, "order_payer_action_201.json", NULL, NULL),
                      AGAPE_STEP_DONE);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_OK);
-    assert_string_equal(res_str(&o, "status"), "requires_action");
-    op_end(&o);
+    assert_string_equal(harness_res_str(&o, "status"), "requires_action");
+    harness_op_end(&o);
 
     /* A second 401, with the fresh token: AUTH, no loop. */
     charge_cached(&o, charge_input);
-    assert_int_equal(op_answer(&o, 401, e401, NULL), AGAPE_STEP_SEND);
+    assert_int_equal(harness_op_reanswer_text(&o, 401, e401, NULL), AGAPE_STEP_SEND);
     assert_int_equal(op_answer_fixture(&o, 200, "token_200.json", NULL, NULL), AGAPE_STEP_SEND);
-    assert_int_equal(op_answer(&o, 401, e401, NULL), AGAPE_STEP_DONE);
+    assert_int_equal(harness_op_reanswer_text(&o, 401, e401, NULL), AGAPE_STEP_DONE);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_AUTH);
     assert_err_has(&o, "invalid_token");
     assert_no_secret(&o);
     assert_int_equal(o.hc.pub.step, 3);
-    op_end(&o);
+    harness_op_end(&o);
 
     /* A 401 to a token fetched in this very call is AUTH at once. */
     json_object_clear(g.prov.cache);
-    assert_int_equal(op_start(&o, "charge", g.pl->desc->payment->charge, charge_input),
-                     AGAPE_STEP_SEND);
+    assert_int_equal(
+        harness_op_start(&o, &g.prov, "charge", g.pl->desc->payment->charge, charge_input),
+        AGAPE_STEP_SEND);
     assert_int_equal(op_answer_fixture(&o, 200, "token_200.json", NULL, NULL), AGAPE_STEP_SEND);
-    assert_int_equal(op_answer(&o, 401, e401, NULL), AGAPE_STEP_DONE);
+    assert_int_equal(harness_op_reanswer_text(&o, 401, e401, NULL), AGAPE_STEP_DONE);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_AUTH);
-    op_end(&o);
+    harness_op_end(&o);
 
     /* The refresh's token call may fail on its own terms. */
     charge_cached(&o, charge_input);
-    assert_int_equal(op_answer(&o, 401, e401, NULL), AGAPE_STEP_SEND);
-    assert_int_equal(op_answer(&o, 503, "", NULL), AGAPE_STEP_DONE);
+    assert_int_equal(harness_op_reanswer_text(&o, 401, e401, NULL), AGAPE_STEP_SEND);
+    assert_int_equal(harness_op_reanswer_text(&o, 503, "", NULL), AGAPE_STEP_DONE);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_UNAVAILABLE);
-    op_end(&o);
+    harness_op_end(&o);
     free(e401);
 }
 
@@ -625,24 +497,24 @@ static void expect_amount(int64_t amount, const char *cur, const char *want_memb
              "{\"payment_id\":\"p\",\"amount\":%" PRId64 ",\"currency\":\"%s\","
              "\"idempotency_key\":\"k\"}",
              amount, cur);
-    struct op o;
+    struct harness_op o;
     charge_cached(&o, input);
     if (strstr(o.x.body, want_member) == NULL) {
         fail_msg("%" PRId64 " %s: body %s lacks %s", amount, cur, o.x.body, want_member);
     }
-    op_end(&o);
+    harness_op_end(&o);
 }
 
 static void expect_charge_invalid(const char *input, const char *needle)
 {
-    struct op o;
+    struct harness_op o;
     seed_token(TOKEN);
-    assert_int_equal(op_start(&o, "charge", g.pl->desc->payment->charge, input),
+    assert_int_equal(harness_op_start(&o, &g.prov, "charge", g.pl->desc->payment->charge, input),
                      AGAPE_STEP_FAIL);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_INVALID);
     assert_null(o.x.url); /* nothing built, not even the token request */
     assert_err_has(&o, needle);
-    op_end(&o);
+    harness_op_end(&o);
 }
 
 static void test_amounts(void **state)
@@ -718,14 +590,14 @@ static void test_charge_input_rules(void **state)
 static void test_order_body_variants(void **state)
 {
     (void)state;
-    struct op o;
+    struct harness_op o;
     /* No return/cancel URL: no payment_source at all. */
     charge_cached(&o, "{\"payment_id\":\"pay_2\",\"amount\":2000,\"currency\":\"eur\","
                       "\"idempotency_key\":\"k2\"}");
     assert_body(&o, "{\"intent\":\"CAPTURE\",\"purchase_units\":[{\"reference_id\":\"pay_2\","
                     "\"custom_id\":\"pay_2\",\"amount\":{\"currency_code\":\"EUR\","
                     "\"value\":\"20.00\"}}]}");
-    op_end(&o);
+    harness_op_end(&o);
 
     /* Only a return URL; description cut at 127 bytes. */
     char desc[200];
@@ -747,7 +619,7 @@ static void test_order_body_variants(void **state)
              "\"user_action\":\"PAY_NOW\"}}}}",
              desc);
     assert_body(&o, want);
-    op_end(&o);
+    harness_op_end(&o);
 
     /* 126 ASCII bytes and a two-byte é straddling byte 127: é goes whole. */
     memset(desc, 'd', 126);
@@ -759,7 +631,7 @@ static void test_order_body_variants(void **state)
     charge_cached(&o, input);
     snprintf(want, sizeof(want), "\"description\":\"%s\",\"amount\"", desc);
     assert_non_null(strstr(o.x.body, want));
-    op_end(&o);
+    harness_op_end(&o);
     /* 125 ASCII + é fits in 127 bytes and is kept. */
     desc[125] = '\0';
     snprintf(input, sizeof(input),
@@ -769,47 +641,49 @@ static void test_order_body_variants(void **state)
     charge_cached(&o, input);
     snprintf(want, sizeof(want), "\"description\":\"%s\xc3\xa9\",\"amount\"", desc);
     assert_non_null(strstr(o.x.body, want));
-    op_end(&o);
+    harness_op_end(&o);
 }
 
 static void test_order_body_brand(void **state)
 {
     (void)state;
     char err[AGAPE_ERR_SIZE];
-    assert_int_equal(provider_init(json_pack("{s:s, s:s, s:s}", "client_id", CID,
-                                             "client_secret", SECRET, "brand_name", "Agape Inc"),
-                                   err, sizeof(err)),
-                     AGAPE_OK);
-    struct op o;
+    assert_int_equal(
+        harness_provider_init(&g, "paypal",
+                              json_pack("{s:s, s:s, s:s}", "client_id", CID, "client_secret",
+                                        SECRET, "brand_name", "Agape Inc"),
+                              err, sizeof(err)),
+        AGAPE_OK);
+    struct harness_op o;
     charge_cached(&o, charge_input);
     assert_non_null(strstr(o.x.body, "\"experience_context\":{\"return_url\":\"https://app."
                                       "example.com/paid\",\"cancel_url\":\"https://app.example."
                                       "com/cancel\",\"user_action\":\"PAY_NOW\",\"brand_name\":"
                                       "\"Agape Inc\"}}}}"));
-    op_end(&o);
+    harness_op_end(&o);
     /* Without URLs there is no experience context to carry it. */
     charge_cached(&o, "{\"payment_id\":\"p\",\"amount\":1,\"currency\":\"usd\","
                       "\"idempotency_key\":\"k\"}");
     assert_null(strstr(o.x.body, "brand_name"));
-    op_end(&o);
-    provider_fini();
+    harness_op_end(&o);
+    harness_provider_fini(&g);
 }
 
 /* ---------------------------------------------------------------- */
 /* Order answers and the error table                                */
 
 /* A charge (token cached) answered with status/body; returns the op done. */
-static void charge_answered(struct op *o, int status, const char *body, const char *h,
+static void charge_answered(struct harness_op *o, int status, const char *body, const char *h,
                             const char *v)
 {
     charge_cached(o, charge_input);
-    assert_int_equal(op_answer(o, status, body, h, v, NULL), AGAPE_STEP_DONE);
+    assert_int_equal(harness_op_reanswer_text(o, status, body, h, v, NULL), AGAPE_STEP_DONE);
 }
 
 static void expect_charge_outcome(int status, const char *body, const char *h, const char *v,
                                   enum agape_outcome outcome, const char *needle)
 {
-    struct op o;
+    struct harness_op o;
     charge_answered(&o, status, body, h, v);
     if (o.hc.pub.outcome != outcome) {
         fail_msg("HTTP %d: outcome %d, wanted %d (err %s)", status, (int)o.hc.pub.outcome,
@@ -817,13 +691,13 @@ static void expect_charge_outcome(int status, const char *body, const char *h, c
     }
     assert_err_has(&o, needle);
     assert_no_secret(&o);
-    op_end(&o);
+    harness_op_end(&o);
 }
 
 static void expect_charge_fixture(int status, const char *file, enum agape_outcome outcome,
                                   const char *needle)
 {
-    char *body = fixture(file);
+    char *body = harness_fixture("paypal", file, NULL);
     expect_charge_outcome(status, body, NULL, NULL, outcome, needle);
     free(body);
 }
@@ -846,12 +720,13 @@ static char *error_422(const char *issue)
 static void test_error_table(void **state)
 {
     (void)state;
-    struct op o;
+    struct harness_op o;
 
     /* 400: issue, description and the field. */
     charge_cached(&o, charge_input);
-    char *body = fixture("error_400.json");
-    assert_int_equal(op_answer(&o, 400, body, "Paypal-Debug-Id", "hdr", NULL), AGAPE_STEP_DONE);
+    char *body = harness_fixture("paypal", "error_400.json", NULL);
+    assert_int_equal(harness_op_reanswer_text(&o, 400, body, "Paypal-Debug-Id", "hdr", NULL),
+                     AGAPE_STEP_DONE);
     free(body);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_INVALID);
     assert_string_equal(o.hc.pub.err,
@@ -859,7 +734,7 @@ static void test_error_table(void **state)
                         "A parameter value is not valid. (field: /purchase_units/0/amount/value)"
                         " [debug_id b56b8a1e2c3d4]");
     assert_int_equal(json_object_size(o.hc.result), 0);
-    op_end(&o);
+    harness_op_end(&o);
 
     expect_charge_outcome(403,
                           "{\"name\":\"NOT_AUTHORIZED\",\"details\":[{\"issue\":"
@@ -909,75 +784,79 @@ static void test_declines(void **state)
     static const char *const issues[] = {"INSTRUMENT_DECLINED", "TRANSACTION_REFUSED",
                                          "PAYER_CANNOT_PAY", "PAYER_ACTION_REQUIRED"};
     for (size_t i = 0; i < sizeof(issues) / sizeof(issues[0]); i++) {
-        struct op o;
+        struct harness_op o;
         char *e = error_422(issues[i]);
         charge_answered(&o, 422, e, NULL, NULL);
         free(e);
         assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_DECLINED);
-        assert_string_equal(res_str(&o, "status"), "failed");
-        assert_string_equal(res_str(&o, "decline_code"), issues[i]);
+        assert_string_equal(harness_res_str(&o, "status"), "failed");
+        assert_string_equal(harness_res_str(&o, "decline_code"), issues[i]);
         char msg[64];
         snprintf(msg, sizeof(msg), "about %s", issues[i]);
-        assert_string_equal(res_str(&o, "message"), msg);
-        assert_null(res_str(&o, "approval_url"));
+        assert_string_equal(harness_res_str(&o, "message"), msg);
+        assert_null(harness_res_str(&o, "approval_url"));
         assert_err_has(&o, issues[i]);
-        op_end(&o);
+        harness_op_end(&o);
     }
 }
 
 static void test_rate_limited(void **state)
 {
     (void)state;
-    struct op o;
+    struct harness_op o;
     charge_cached(&o, charge_input);
-    char *body = fixture("error_429.json");
-    assert_int_equal(op_answer(&o, 429, body, "Retry-After", "30", NULL), AGAPE_STEP_DONE);
+    char *body = harness_fixture("paypal", "error_429.json", NULL);
+    assert_int_equal(harness_op_reanswer_text(&o, 429, body, "Retry-After", "30", NULL),
+                     AGAPE_STEP_DONE);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_RATE_LIMITED);
     assert_int_equal(o.hc.pub.retry_after_ms, 30000);
     assert_err_has(&o, "Too many requests");
-    op_end(&o);
+    harness_op_end(&o);
 
     charge_cached(&o, charge_input);
-    assert_int_equal(op_answer(&o, 429, body, "Retry-After", "Wed, 21 Oct 2015 07:28:00 GMT",
-                               NULL),
+    assert_int_equal(harness_op_reanswer_text(&o, 429, body, "Retry-After",
+                                              "Wed, 21 Oct 2015 07:28:00 GMT", NULL),
                      AGAPE_STEP_DONE);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_RATE_LIMITED);
     assert_int_equal(o.hc.pub.retry_after_ms, -1);
-    op_end(&o);
+    harness_op_end(&o);
 
     charge_cached(&o, charge_input);
-    assert_int_equal(op_answer(&o, 429, body, "Retry-After", "86400", NULL), AGAPE_STEP_DONE);
+    assert_int_equal(harness_op_reanswer_text(&o, 429, body, "Retry-After", "86400", NULL),
+                     AGAPE_STEP_DONE);
     assert_int_equal(o.hc.pub.retry_after_ms, 3600 * 1000);
-    op_end(&o);
+    harness_op_end(&o);
 
     /* Only a 429 carries a wait. */
     charge_cached(&o, charge_input);
-    assert_int_equal(op_answer(&o, 503, "", "Retry-After", "5", NULL), AGAPE_STEP_DONE);
+    assert_int_equal(harness_op_reanswer_text(&o, 503, "", "Retry-After", "5", NULL),
+                     AGAPE_STEP_DONE);
     assert_int_equal(o.hc.pub.retry_after_ms, -1);
-    op_end(&o);
+    harness_op_end(&o);
     free(body);
 }
 
 /* ---------------------------------------------------------------- */
 /* get                                                              */
 
-static void get_answered(struct op *o, int status, const char *body)
+static void get_answered(struct harness_op *o, int status, const char *body)
 {
     seed_token(TOKEN);
-    assert_int_equal(op_start(o, "get", g.pl->desc->payment->get,
-                              "{\"payment_id\":\"pay_1\",\"provider_ref\":\"" ORDER_ID "\","
-                              "\"idempotency_key\":\"g1\"}"),
+    assert_int_equal(harness_op_start(o, &g.prov, "get", g.pl->desc->payment->get,
+                                      "{\"payment_id\":\"pay_1\",\"provider_ref\":\"" ORDER_ID "\","
+                                      "\"idempotency_key\":\"g1\"}"),
                      AGAPE_STEP_SEND);
-    assert_int_equal(op_answer(o, status, body, NULL), AGAPE_STEP_DONE);
+    assert_int_equal(harness_op_reanswer_text(o, status, body, NULL), AGAPE_STEP_DONE);
 }
 
 static void test_get(void **state)
 {
     (void)state;
-    struct op o;
+    struct harness_op o;
     seed_token(TOKEN);
-    assert_int_equal(op_start(&o, "get", g.pl->desc->payment->get,
-                              "{\"payment_id\":\"pay_1\",\"provider_ref\":\"" ORDER_ID "\"}"),
+    assert_int_equal(harness_op_start(&o, &g.prov, "get", g.pl->desc->payment->get,
+                                      "{\"payment_id\":\"pay_1\",\"provider_ref\":\"" ORDER_ID
+                                      "\"}"),
                      AGAPE_STEP_SEND);
     assert_string_equal(o.x.method, "GET");
     assert_string_equal(o.x.url, SANDBOX "/v2/checkout/orders/" ORDER_ID);
@@ -987,29 +866,30 @@ static void test_get(void **state)
     assert_int_equal(op_answer_fixture(&o, 200, "order_approved_200.json", NULL, NULL),
                      AGAPE_STEP_DONE);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_OK);
-    assert_string_equal(res_str(&o, "status"), "requires_action");
-    assert_string_equal(res_str(&o, "provider_ref"), ORDER_ID);
-    assert_null(res_str(&o, "approval_url")); /* approved: no approval link left */
-    op_end(&o);
+    assert_string_equal(harness_res_str(&o, "status"), "requires_action");
+    assert_string_equal(harness_res_str(&o, "provider_ref"), ORDER_ID);
+    assert_null(harness_res_str(&o, "approval_url")); /* approved: no approval link left */
+    harness_op_end(&o);
 
     static const char *const bad[] = {"5o190127tn364715t", "../orders", "",
                                       "0123456789012345678901234567890123456"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
         char input[256];
         snprintf(input, sizeof(input), "{\"payment_id\":\"p\",\"provider_ref\":\"%s\"}", bad[i]);
-        assert_int_equal(op_start(&o, "get", g.pl->desc->payment->get, input), AGAPE_STEP_FAIL);
+        assert_int_equal(harness_op_start(&o, &g.prov, "get", g.pl->desc->payment->get, input),
+                         AGAPE_STEP_FAIL);
         assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_INVALID);
         assert_err_has(&o, "provider_ref must be a PayPal order id");
         assert_null(o.x.url);
-        op_end(&o);
+        harness_op_end(&o);
     }
 
-    char *nf = fixture("order_404.json");
+    char *nf = harness_fixture("paypal", "order_404.json", NULL);
     get_answered(&o, 404, nf);
     free(nf);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_INVALID);
     assert_err_has(&o, "get order (HTTP 404 INVALID_RESOURCE_ID)");
-    op_end(&o);
+    harness_op_end(&o);
 }
 
 static void test_status_map(void **state)
@@ -1045,22 +925,22 @@ static void test_status_map(void **state)
             snprintf(body, sizeof(body), "{\"id\":\"" ORDER_ID "\",\"status\":\"%s\"}",
                      map[i].order);
         }
-        struct op o;
+        struct harness_op o;
         get_answered(&o, 200, body);
         assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_OK);
-        assert_string_equal(res_str(&o, "status"), map[i].want);
+        assert_string_equal(harness_res_str(&o, "status"), map[i].want);
         if (map[i].capture) {
-            assert_string_equal(res_str(&o, "capture_ref"), CAPTURE_ID);
+            assert_string_equal(harness_res_str(&o, "capture_ref"), CAPTURE_ID);
         } else {
-            assert_null(res_str(&o, "capture_ref"));
+            assert_null(harness_res_str(&o, "capture_ref"));
         }
-        op_end(&o);
+        harness_op_end(&o);
     }
-    struct op o;
+    struct harness_op o;
     get_answered(&o, 200, "{\"id\":\"" ORDER_ID "\",\"status\":\"COMPLETED\",\"purchase_units\":"
                           "[{\"payments\":{\"captures\":[{\"id\":\"C1\",\"status\":\"NEW\"}]}}]}");
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_UNKNOWN);
-    op_end(&o);
+    harness_op_end(&o);
 }
 
 /* ---------------------------------------------------------------- */
@@ -1069,73 +949,76 @@ static void test_status_map(void **state)
 static const char capture_input[] = "{\"payment_id\":\"pay_1\",\"provider_ref\":\"" ORDER_ID
                                     "\",\"idempotency_key\":\"gw-pay_1-capture-paypal\"}";
 
-static void capture_start(struct op *o)
+static void capture_start(struct harness_op *o)
 {
     seed_token(TOKEN);
-    assert_int_equal(op_start(o, "capture", g.pl->desc->payment->capture, capture_input),
-                     AGAPE_STEP_SEND);
+    assert_int_equal(
+        harness_op_start(o, &g.prov, "capture", g.pl->desc->payment->capture, capture_input),
+        AGAPE_STEP_SEND);
 }
 
 static void test_capture(void **state)
 {
     (void)state;
-    struct op o;
+    struct harness_op o;
     capture_start(&o);
     assert_string_equal(o.x.method, "POST");
     assert_string_equal(o.x.url, SANDBOX "/v2/checkout/orders/" ORDER_ID "/capture");
     assert_int_equal(o.x.n_req_headers, 4);
     assert_bearer(&o, TOKEN);
-    assert_string_equal(req_header(&o.x, "Content-Type"), "application/json");
-    assert_string_equal(req_header(&o.x, "PayPal-Request-Id"), "gw-pay_1-capture-paypal");
-    assert_string_equal(req_header(&o.x, "Prefer"), "return=representation");
+    assert_string_equal(harness_req_header(&o.x, "Content-Type"), "application/json");
+    assert_string_equal(harness_req_header(&o.x, "PayPal-Request-Id"), "gw-pay_1-capture-paypal");
+    assert_string_equal(harness_req_header(&o.x, "Prefer"), "return=representation");
     assert_body(&o, "{}");
     assert_int_equal(op_answer_fixture(&o, 201, "order_captured_201.json", NULL, NULL),
                      AGAPE_STEP_DONE);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_OK);
-    assert_string_equal(res_str(&o, "status"), "succeeded");
-    assert_string_equal(res_str(&o, "provider_ref"), ORDER_ID);
-    assert_string_equal(res_str(&o, "capture_ref"), CAPTURE_ID);
-    op_end(&o);
+    assert_string_equal(harness_res_str(&o, "status"), "succeeded");
+    assert_string_equal(harness_res_str(&o, "provider_ref"), ORDER_ID);
+    assert_string_equal(harness_res_str(&o, "capture_ref"), CAPTURE_ID);
+    harness_op_end(&o);
 
     /* A capture the processor declined: the order is COMPLETED, the
      * payment is not. */
     capture_start(&o);
-    assert_int_equal(op_answer(&o, 201,
-                               "{\"id\":\"" ORDER_ID "\",\"status\":\"COMPLETED\","
-                               "\"purchase_units\":[{\"payments\":{\"captures\":[{\"id\":\""
-                               CAPTURE_ID "\",\"status\":\"DECLINED\",\"status_details\":{"
-                               "\"reason\":\"DECLINED_BY_RISK_FRAUD_FILTERS\"}}]}}]}",
-                               NULL),
+    assert_int_equal(harness_op_reanswer_text(
+                         &o, 201,
+                         "{\"id\":\"" ORDER_ID "\",\"status\":\"COMPLETED\","
+                         "\"purchase_units\":[{\"payments\":{\"captures\":[{\"id\":\"" CAPTURE_ID
+                         "\",\"status\":\"DECLINED\",\"status_details\":{"
+                         "\"reason\":\"DECLINED_BY_RISK_FRAUD_FILTERS\"}}]}}]}",
+                         NULL),
                      AGAPE_STEP_DONE);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_DECLINED);
-    assert_string_equal(res_str(&o, "status"), "failed");
-    assert_string_equal(res_str(&o, "decline_code"), "DECLINED_BY_RISK_FRAUD_FILTERS");
-    assert_string_equal(res_str(&o, "capture_ref"), CAPTURE_ID);
-    op_end(&o);
+    assert_string_equal(harness_res_str(&o, "status"), "failed");
+    assert_string_equal(harness_res_str(&o, "decline_code"), "DECLINED_BY_RISK_FRAUD_FILTERS");
+    assert_string_equal(harness_res_str(&o, "capture_ref"), CAPTURE_ID);
+    harness_op_end(&o);
 
     /* PENDING: money not there yet. */
     capture_start(&o);
-    assert_int_equal(op_answer(&o, 201,
-                               "{\"id\":\"" ORDER_ID "\",\"status\":\"COMPLETED\","
-                               "\"purchase_units\":[{\"payments\":{\"captures\":[{\"id\":\""
-                               CAPTURE_ID "\",\"status\":\"PENDING\"}]}}]}",
-                               NULL),
+    assert_int_equal(harness_op_reanswer_text(
+                         &o, 201,
+                         "{\"id\":\"" ORDER_ID "\",\"status\":\"COMPLETED\","
+                         "\"purchase_units\":[{\"payments\":{\"captures\":[{\"id\":\"" CAPTURE_ID
+                         "\",\"status\":\"PENDING\"}]}}]}",
+                         NULL),
                      AGAPE_STEP_DONE);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_OK);
-    assert_string_equal(res_str(&o, "status"), "processing");
-    op_end(&o);
+    assert_string_equal(harness_res_str(&o, "status"), "processing");
+    harness_op_end(&o);
 
-    assert_int_equal(op_start(&o, "capture", g.pl->desc->payment->capture,
-                              "{\"payment_id\":\"p\",\"provider_ref\":\"" ORDER_ID "\"}"),
+    assert_int_equal(harness_op_start(&o, &g.prov, "capture", g.pl->desc->payment->capture,
+                                      "{\"payment_id\":\"p\",\"provider_ref\":\"" ORDER_ID "\"}"),
                      AGAPE_STEP_FAIL);
     assert_err_has(&o, "idempotency_key is required");
-    op_end(&o);
+    harness_op_end(&o);
 }
 
 static void test_capture_already_captured(void **state)
 {
     (void)state;
-    struct op o;
+    struct harness_op o;
     capture_start(&o);
     assert_int_equal(op_answer_fixture(&o, 422, "error_422_already_captured.json", NULL, NULL),
                      AGAPE_STEP_SEND);
@@ -1148,18 +1031,18 @@ static void test_capture_already_captured(void **state)
     assert_int_equal(op_answer_fixture(&o, 200, "order_captured_201.json", NULL, NULL),
                      AGAPE_STEP_DONE);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_OK);
-    assert_string_equal(res_str(&o, "status"), "succeeded");
-    assert_string_equal(res_str(&o, "capture_ref"), CAPTURE_ID);
-    op_end(&o);
+    assert_string_equal(harness_res_str(&o, "status"), "succeeded");
+    assert_string_equal(harness_res_str(&o, "capture_ref"), CAPTURE_ID);
+    harness_op_end(&o);
 
     /* The follow-up's own failure is classified as a get. */
     capture_start(&o);
     assert_int_equal(op_answer_fixture(&o, 422, "error_422_already_captured.json", NULL, NULL),
                      AGAPE_STEP_SEND);
-    assert_int_equal(op_answer(&o, 503, "", NULL), AGAPE_STEP_DONE);
+    assert_int_equal(harness_op_reanswer_text(&o, 503, "", NULL), AGAPE_STEP_DONE);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_UNAVAILABLE);
     assert_err_has(&o, "get order");
-    op_end(&o);
+    harness_op_end(&o);
 
     /* With the token gone meanwhile, the follow-up fetches one first. */
     capture_start(&o);
@@ -1171,58 +1054,61 @@ static void test_capture_already_captured(void **state)
     assert_string_equal(o.x.method, "GET");
     assert_int_equal(op_answer_fixture(&o, 200, "order_captured_201.json", NULL, NULL),
                      AGAPE_STEP_DONE);
-    assert_string_equal(res_str(&o, "status"), "succeeded");
-    op_end(&o);
+    assert_string_equal(harness_res_str(&o, "status"), "succeeded");
+    harness_op_end(&o);
 
     /* One refresh per call: after a refresh, a 401 to the follow-up GET
      * (which carries the now cached token) is AUTH, not a second refresh. */
     capture_start(&o);
-    assert_int_equal(op_answer(&o, 401, "{\"error\":\"invalid_token\"}", NULL), AGAPE_STEP_SEND);
+    assert_int_equal(harness_op_reanswer_text(&o, 401, "{\"error\":\"invalid_token\"}", NULL),
+                     AGAPE_STEP_SEND);
     assert_int_equal(op_answer_fixture(&o, 200, "token_200.json", NULL, NULL), AGAPE_STEP_SEND);
     assert_int_equal(op_answer_fixture(&o, 422, "error_422_already_captured.json", NULL, NULL),
                      AGAPE_STEP_SEND);
     assert_string_equal(o.x.method, "GET");
-    assert_int_equal(op_answer(&o, 401, "{\"error\":\"invalid_token\"}", NULL), AGAPE_STEP_DONE);
+    assert_int_equal(harness_op_reanswer_text(&o, 401, "{\"error\":\"invalid_token\"}", NULL),
+                     AGAPE_STEP_DONE);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_AUTH);
     assert_int_equal(o.hc.pub.step, 4);
-    op_end(&o);
+    harness_op_end(&o);
 }
 
 static void test_capture_errors(void **state)
 {
     (void)state;
-    struct op o;
+    struct harness_op o;
     capture_start(&o);
     assert_int_equal(op_answer_fixture(&o, 422, "error_422_not_approved.json", NULL, NULL),
                      AGAPE_STEP_DONE);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_INVALID);
     assert_err_has(&o, "the buyer has not approved the order yet (HTTP 422 ORDER_NOT_APPROVED)");
-    op_end(&o);
+    harness_op_end(&o);
 
     capture_start(&o);
     assert_int_equal(op_answer_fixture(&o, 422, "error_422_instrument_declined.json", NULL, NULL),
                      AGAPE_STEP_DONE);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_DECLINED);
-    assert_string_equal(res_str(&o, "status"), "failed");
-    assert_string_equal(res_str(&o, "decline_code"), "INSTRUMENT_DECLINED");
-    assert_string_equal(res_str(&o, "provider_ref"), ORDER_ID);
+    assert_string_equal(harness_res_str(&o, "status"), "failed");
+    assert_string_equal(harness_res_str(&o, "decline_code"), "INSTRUMENT_DECLINED");
+    assert_string_equal(harness_res_str(&o, "provider_ref"), ORDER_ID);
     /* The buyer goes back to PayPal to pick another funding source. */
-    assert_string_equal(res_str(&o, "approval_url"),
+    assert_string_equal(harness_res_str(&o, "approval_url"),
                         "https://www.sandbox.paypal.com/checkoutnow?token=" ORDER_ID);
     assert_err_has(&o, "declined by PayPal (capture order) (HTTP 422 INSTRUMENT_DECLINED)");
     assert_err_has(&o, "[debug_id ce07a7cbd4982]");
-    op_end(&o);
+    harness_op_end(&o);
 
     /* A 401 on capture refreshes the token like any call. */
     capture_start(&o);
-    assert_int_equal(op_answer(&o, 401, "{\"error\":\"invalid_token\"}", NULL), AGAPE_STEP_SEND);
+    assert_int_equal(harness_op_reanswer_text(&o, 401, "{\"error\":\"invalid_token\"}", NULL),
+                     AGAPE_STEP_SEND);
     assert_int_equal(op_answer_fixture(&o, 200, "token_200.json", NULL, NULL), AGAPE_STEP_SEND);
     assert_string_equal(o.x.url, SANDBOX "/v2/checkout/orders/" ORDER_ID "/capture");
-    assert_string_equal(req_header(&o.x, "PayPal-Request-Id"), "gw-pay_1-capture-paypal");
+    assert_string_equal(harness_req_header(&o.x, "PayPal-Request-Id"), "gw-pay_1-capture-paypal");
     assert_int_equal(op_answer_fixture(&o, 201, "order_captured_201.json", NULL, NULL),
                      AGAPE_STEP_DONE);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_OK);
-    op_end(&o);
+    harness_op_end(&o);
 }
 
 /* ---------------------------------------------------------------- */
@@ -1231,31 +1117,31 @@ static void test_capture_errors(void **state)
 static void test_refund(void **state)
 {
     (void)state;
-    struct op o;
+    struct harness_op o;
     seed_token(TOKEN);
-    assert_int_equal(op_start(&o, "refund", g.pl->desc->payment->refund,
-                              "{\"payment_id\":\"pay_1\",\"provider_ref\":\"" ORDER_ID "\","
-                              "\"capture_ref\":\"" CAPTURE_ID "\",\"amount\":1099,"
-                              "\"currency\":\"usd\",\"idempotency_key\":\"gw-r1\"}"),
+    assert_int_equal(harness_op_start(&o, &g.prov, "refund", g.pl->desc->payment->refund,
+                                      "{\"payment_id\":\"pay_1\",\"provider_ref\":\"" ORDER_ID "\","
+                                      "\"capture_ref\":\"" CAPTURE_ID "\",\"amount\":1099,"
+                                      "\"currency\":\"usd\",\"idempotency_key\":\"gw-r1\"}"),
                      AGAPE_STEP_SEND);
     assert_string_equal(o.x.method, "POST");
     assert_string_equal(o.x.url, SANDBOX "/v2/payments/captures/" CAPTURE_ID "/refund");
     assert_bearer(&o, TOKEN);
-    assert_string_equal(req_header(&o.x, "Content-Type"), "application/json");
-    assert_string_equal(req_header(&o.x, "PayPal-Request-Id"), "gw-r1");
+    assert_string_equal(harness_req_header(&o.x, "Content-Type"), "application/json");
+    assert_string_equal(harness_req_header(&o.x, "PayPal-Request-Id"), "gw-r1");
     assert_body(&o, "{\"amount\":{\"value\":\"10.99\",\"currency_code\":\"USD\"}}");
     assert_int_equal(op_answer_fixture(&o, 201, "refund_201.json", NULL, NULL), AGAPE_STEP_DONE);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_OK);
-    assert_string_equal(res_str(&o, "refund_ref"), "1JU08902781691411");
-    assert_string_equal(res_str(&o, "status"), "succeeded");
+    assert_string_equal(harness_res_str(&o, "refund_ref"), "1JU08902781691411");
+    assert_string_equal(harness_res_str(&o, "status"), "succeeded");
     assert_int_equal(json_integer_value(json_object_get(o.hc.result, "amount")), 1099);
-    op_end(&o);
+    harness_op_end(&o);
 
     /* Full refund: an empty object. */
-    assert_int_equal(op_start(&o, "refund", g.pl->desc->payment->refund,
-                              "{\"payment_id\":\"pay_1\",\"provider_ref\":\"" ORDER_ID "\","
-                              "\"capture_ref\":\"" CAPTURE_ID "\",\"currency\":\"usd\","
-                              "\"idempotency_key\":\"gw-r2\"}"),
+    assert_int_equal(harness_op_start(&o, &g.prov, "refund", g.pl->desc->payment->refund,
+                                      "{\"payment_id\":\"pay_1\",\"provider_ref\":\"" ORDER_ID "\","
+                                      "\"capture_ref\":\"" CAPTURE_ID "\",\"currency\":\"usd\","
+                                      "\"idempotency_key\":\"gw-r2\"}"),
                      AGAPE_STEP_SEND);
     assert_body(&o, "{}");
     static const char *const map[][2] = {
@@ -1263,66 +1149,67 @@ static void test_refund(void **state)
         {"FAILED", "failed"},
         {"CANCELLED", "failed"},
     };
-    op_end(&o);
+    harness_op_end(&o);
     for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
         char body[256];
         snprintf(body, sizeof(body),
                  "{\"id\":\"R1\",\"status\":\"%s\",\"amount\":{\"value\":\"1500\","
                  "\"currency_code\":\"HUF\"}}",
                  map[i][0]);
-        assert_int_equal(op_start(&o, "refund", g.pl->desc->payment->refund,
-                                  "{\"payment_id\":\"p\",\"capture_ref\":\"C1\","
-                                  "\"idempotency_key\":\"k\"}"),
+        assert_int_equal(harness_op_start(&o, &g.prov, "refund", g.pl->desc->payment->refund,
+                                          "{\"payment_id\":\"p\",\"capture_ref\":\"C1\","
+                                          "\"idempotency_key\":\"k\"}"),
                          AGAPE_STEP_SEND);
-        assert_int_equal(op_answer(&o, 201, body, NULL), AGAPE_STEP_DONE);
+        assert_int_equal(harness_op_reanswer_text(&o, 201, body, NULL), AGAPE_STEP_DONE);
         assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_OK);
-        assert_string_equal(res_str(&o, "status"), map[i][1]);
+        assert_string_equal(harness_res_str(&o, "status"), map[i][1]);
         /* Back to hundredths for HUF. */
         assert_int_equal(json_integer_value(json_object_get(o.hc.result, "amount")), 150000);
-        op_end(&o);
+        harness_op_end(&o);
     }
 
     /* Not captured yet. */
-    assert_int_equal(op_start(&o, "refund", g.pl->desc->payment->refund,
-                              "{\"payment_id\":\"p\",\"provider_ref\":\"" ORDER_ID "\","
-                              "\"currency\":\"usd\",\"idempotency_key\":\"k\"}"),
+    assert_int_equal(harness_op_start(&o, &g.prov, "refund", g.pl->desc->payment->refund,
+                                      "{\"payment_id\":\"p\",\"provider_ref\":\"" ORDER_ID "\","
+                                      "\"currency\":\"usd\",\"idempotency_key\":\"k\"}"),
                      AGAPE_STEP_FAIL);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_INVALID);
     assert_string_equal(o.hc.pub.err, "capture_ref missing: capture the payment first");
     assert_null(o.x.url);
-    op_end(&o);
-    assert_int_equal(op_start(&o, "refund", g.pl->desc->payment->refund,
-                              "{\"payment_id\":\"p\",\"capture_ref\":\"C1\",\"amount\":5,"
-                              "\"idempotency_key\":\"k\"}"),
+    harness_op_end(&o);
+    assert_int_equal(harness_op_start(&o, &g.prov, "refund", g.pl->desc->payment->refund,
+                                      "{\"payment_id\":\"p\",\"capture_ref\":\"C1\",\"amount\":5,"
+                                      "\"idempotency_key\":\"k\"}"),
                      AGAPE_STEP_FAIL);
     assert_err_has(&o, "(needed with amount)");
-    op_end(&o);
-    assert_int_equal(op_start(&o, "refund", g.pl->desc->payment->refund,
-                              "{\"payment_id\":\"p\",\"capture_ref\":\"C1/../x\","
-                              "\"idempotency_key\":\"k\"}"),
+    harness_op_end(&o);
+    assert_int_equal(harness_op_start(&o, &g.prov, "refund", g.pl->desc->payment->refund,
+                                      "{\"payment_id\":\"p\",\"capture_ref\":\"C1/../x\","
+                                      "\"idempotency_key\":\"k\"}"),
                      AGAPE_STEP_FAIL);
     assert_err_has(&o, "capture_ref must be a PayPal capture id");
-    op_end(&o);
+    harness_op_end(&o);
 
     /* An unknown refund status, and an error. */
-    assert_int_equal(op_start(&o, "refund", g.pl->desc->payment->refund,
-                              "{\"payment_id\":\"p\",\"capture_ref\":\"C1\","
-                              "\"idempotency_key\":\"k\"}"),
+    assert_int_equal(harness_op_start(&o, &g.prov, "refund", g.pl->desc->payment->refund,
+                                      "{\"payment_id\":\"p\",\"capture_ref\":\"C1\","
+                                      "\"idempotency_key\":\"k\"}"),
                      AGAPE_STEP_SEND);
-    assert_int_equal(op_answer(&o, 201, "{\"id\":\"R1\",\"status\":\"WEIRD\"}", NULL),
-                     AGAPE_STEP_DONE);
+    assert_int_equal(
+        harness_op_reanswer_text(&o, 201, "{\"id\":\"R1\",\"status\":\"WEIRD\"}", NULL),
+        AGAPE_STEP_DONE);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_UNKNOWN);
-    op_end(&o);
+    harness_op_end(&o);
     char *e = error_422("CAPTURE_FULLY_REFUNDED");
-    assert_int_equal(op_start(&o, "refund", g.pl->desc->payment->refund,
-                              "{\"payment_id\":\"p\",\"capture_ref\":\"C1\","
-                              "\"idempotency_key\":\"k\"}"),
+    assert_int_equal(harness_op_start(&o, &g.prov, "refund", g.pl->desc->payment->refund,
+                                      "{\"payment_id\":\"p\",\"capture_ref\":\"C1\","
+                                      "\"idempotency_key\":\"k\"}"),
                      AGAPE_STEP_SEND);
-    assert_int_equal(op_answer(&o, 422, e, NULL), AGAPE_STEP_DONE);
+    assert_int_equal(harness_op_reanswer_text(&o, 422, e, NULL), AGAPE_STEP_DONE);
     free(e);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_INVALID);
     assert_err_has(&o, "refund capture (HTTP 422 CAPTURE_FULLY_REFUNDED)");
-    op_end(&o);
+    harness_op_end(&o);
 }
 
 int main(void)

@@ -9,6 +9,7 @@
 #include "host.h"
 #include "options.h"
 #include "plugins.h"
+#include "plugin_harness.h"
 
 #include <inttypes.h>
 #include <jansson.h>
@@ -48,8 +49,7 @@
 /* ---------------------------------------------------------------- */
 /* Scaffolding                                                      */
 
-static struct plugin *g_pl;
-static struct provider g_prov;
+static struct harness g;
 static char *g_cert;      /* tests/fixtures/paypal/cert.pem */
 static size_t g_cert_len;
 static char *g_other;     /* cert_not_paypal.pem: CN ...paypal.com.example.net */
@@ -57,77 +57,26 @@ static size_t g_other_len;
 static char *g_body;      /* webhook_body.json, 1288 bytes */
 static size_t g_body_len;
 
-static char *slurp(const char *name, size_t *len)
-{
-    char path[512];
-    snprintf(path, sizeof(path), "%s/paypal/%s", AGAPE_FIXTURES, name);
-    FILE *f = fopen(path, "rb");
-    if (f == NULL) {
-        return NULL;
-    }
-    char *p = malloc(65536);
-    size_t n = p ? fread(p, 1, 65535, f) : 0;
-    fclose(f);
-    if (p != NULL) {
-        p[n] = '\0';
-    }
-    *len = n;
-    return p;
-}
-
 static int load_all(void **state)
 {
-    char err[AGAPE_ERR_SIZE] = "";
     (void)state;
-    if (plugin_load(AGAPE_PLUGIN_DIR "/paypal.so", &g_pl, err, sizeof(err)) != AGAPE_OK) {
-        fprintf(stderr, "plugin_load: %s\n", err);
+    if (harness_load(&g, "paypal") != 0) {
         return -1;
     }
-    g_cert = slurp("cert.pem", &g_cert_len);
-    g_other = slurp("cert_not_paypal.pem", &g_other_len);
-    g_body = slurp("webhook_body.json", &g_body_len);
+    g_cert = harness_fixture("paypal", "cert.pem", &g_cert_len);
+    g_other = harness_fixture("paypal", "cert_not_paypal.pem", &g_other_len);
+    g_body = harness_fixture("paypal", "webhook_body.json", &g_body_len);
     return g_cert && g_other && g_body ? 0 : -1;
 }
 
 static int unload_all(void **state)
 {
     (void)state;
-    plugin_unload(g_pl);
+    harness_unload(&g);
     free(g_cert);
     free(g_other);
     free(g_body);
     return 0;
-}
-
-/* A provider from a conf (reference taken); AGAPE_OK or init's rc. */
-static int provider_init(json_t *conf, char *err, size_t errlen)
-{
-    memset(&g_prov, 0, sizeof(g_prov));
-    pthread_mutex_init(&g_prov.cache_lock, NULL);
-    g_prov.name = (char *)"paypal";
-    g_prov.plugin = g_pl;
-    err[0] = '\0';
-    /* What the registry does before init: the table normalized per the
-     * plugin's option schema (a type error stops here, in the core's words). */
-    g_prov.conf = options_for_init("paypal", g_pl->desc->options, conf, err, errlen);
-    json_decref(conf);
-    if (g_prov.conf == NULL) {
-        return AGAPE_EINVAL;
-    }
-    int rc = g_pl->desc->init(host_table(), HOST_AJ(g_prov.conf), &g_prov.ctx, err, errlen);
-    g_prov.usable = rc == AGAPE_OK;
-    return rc;
-}
-
-static void provider_fini(void)
-{
-    if (g_prov.ctx) {
-        g_pl->desc->destroy(g_prov.ctx);
-    }
-    json_decref(g_prov.conf);
-    json_decref(g_prov.cache);
-    pthread_mutex_destroy(&g_prov.cache_lock);
-    memset(&g_prov, 0, sizeof(g_prov));
 }
 
 /* The base conf plus the members of `extra` (a JSON object text). */
@@ -139,7 +88,7 @@ static void provider_with(const char *extra)
     assert_non_null(x);
     json_object_update(conf, x);
     json_decref(x);
-    if (provider_init(conf, err, sizeof(err)) != AGAPE_OK) {
+    if (harness_provider_init(&g, "paypal", conf, err, sizeof(err)) != AGAPE_OK) {
         fail_msg("init: %s", err);
     }
 }
@@ -182,23 +131,23 @@ static int setup_plain(void **state)
 static int teardown_provider(void **state)
 {
     (void)state;
-    provider_fini();
+    harness_provider_fini(&g);
     return 0;
 }
 
 static void seed_cache(const char *key, const char *value)
 {
-    if (g_prov.cache == NULL) {
-        g_prov.cache = json_object();
+    if (g.prov.cache == NULL) {
+        g.prov.cache = json_object();
     }
-    json_object_set_new(g_prov.cache, key,
+    json_object_set_new(g.prov.cache, key,
                         json_pack("{s:s, s:I}", "v", value, "exp",
                                   (json_int_t)(host_table()->mono_ms() + 3600 * 1000)));
 }
 
 static json_t *cache_entry(const char *key)
 {
-    return g_prov.cache ? json_object_get(g_prov.cache, key) : NULL;
+    return g.prov.cache ? json_object_get(g.prov.cache, key) : NULL;
 }
 
 /* One webhook operation in flight. */
@@ -255,14 +204,14 @@ static void op_init(struct op *o, const char *fn_name, const char *body, size_t 
     memset(o, 0, sizeof(*o));
     client_xfer_init(&o->x);
     json_t *in = json_object();
-    host_call_init(&o->hc, &g_prov, fn_name, in, &o->x);
+    host_call_init(&o->hc, &g.prov, fn_name, in, &o->x);
     json_decref(in);
     o->wh.body = body;
     o->wh.body_len = len;
     o->wh.url = "https://gw.example.com/v1/webhooks/paypal";
     o->wh.now_s = now_s;
-    o->fn = strcmp(fn_name, "verify") == 0 ? g_pl->desc->webhook->verify
-                                           : g_pl->desc->webhook->normalize;
+    o->fn = strcmp(fn_name, "verify") == 0 ? g.pl->desc->webhook->verify
+                                           : g.pl->desc->webhook->normalize;
 }
 
 static enum agape_step op_step(struct op *o)
@@ -275,10 +224,7 @@ static enum agape_step op_step(struct op *o)
 
 static enum agape_step op_answer(struct op *o, int status, const char *body, size_t len)
 {
-    o->x.result = CLIENT_DONE;
-    o->x.status = status;
-    buf_reset(&o->x.resp_body);
-    assert_int_equal(buf_add(&o->x.resp_body, body, len), AGAPE_OK);
+    harness_set_answer(&o->x, status, body, len);
     host_call_answer(&o->hc);
     return op_step(o);
 }
@@ -287,16 +233,6 @@ static void op_end(struct op *o)
 {
     host_call_fini(&o->hc);
     client_xfer_reset(&o->x);
-}
-
-static const char *req_header(const struct client_xfer *x, const char *name)
-{
-    for (int i = 0; i < x->n_req_headers; i++) {
-        if (strcasecmp(x->req_headers[i].name, name) == 0) {
-            return x->req_headers[i].value;
-        }
-    }
-    return NULL;
 }
 
 static void assert_err_has(struct op *o, const char *needle)
@@ -384,7 +320,7 @@ static void test_offline_vector_fetch_then_cache(void **state)
     assert_int_equal(op_step(&o), AGAPE_STEP_SEND);
     assert_string_equal(o.x.method, "GET");
     assert_string_equal(o.x.url, V_CERT_URL);
-    assert_null(req_header(&o.x, "Authorization"));
+    assert_null(harness_req_header(&o.x, "Authorization"));
     assert_null(o.x.body);
     assert_int_equal(op_answer(&o, 200, g_cert, g_cert_len), AGAPE_STEP_DONE);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_OK);
@@ -507,7 +443,7 @@ static void test_offline_wrong_webhook_id(void **state)
     op_vector_headers(&o, NULL, NULL);
     expect_refused(&o, "signature does not match");
     op_end(&o);
-    provider_fini();
+    harness_provider_fini(&g);
 
     /* No webhook id at all: refused with the reason, nothing fetched. */
     provider_with("{\"webhook_check_cert_expiry\":false}");
@@ -515,7 +451,7 @@ static void test_offline_wrong_webhook_id(void **state)
     op_vector_headers(&o, NULL, NULL);
     expect_refused(&o, "webhook_id not configured (set PAYPAL_WEBHOOK_ID)");
     op_end(&o);
-    provider_fini();
+    harness_provider_fini(&g);
 }
 
 static void test_offline_cert_url_allow_list(void **state)
@@ -579,7 +515,7 @@ static void test_offline_configured_prefixes(void **state)
     op_vector_headers(&o, NULL, NULL);
     expect_refused(&o, "not under an allowed prefix");
     op_end(&o);
-    provider_fini();
+    harness_provider_fini(&g);
 
     /* A comma-separated string (from env()). */
     provider_with("{\"webhook_id\":\"" V_WHID "\",\"webhook_tolerance_s\":0,"
@@ -592,7 +528,7 @@ static void test_offline_configured_prefixes(void **state)
     op_vector_headers(&o, NULL, "PAYPAL-CERT-URL", "https://a.example/y/c", NULL);
     expect_refused(&o, "not under an allowed prefix");
     op_end(&o);
-    provider_fini();
+    harness_provider_fini(&g);
 }
 
 static void test_offline_cert_expired_refused(void **state)
@@ -714,7 +650,7 @@ static void test_transmission_time_tolerance(void **state)
                       NULL);
     expect_refused(&o, "signature does not match");
     op_end(&o);
-    provider_fini();
+    harness_provider_fini(&g);
 }
 
 /* ---------------------------------------------------------------- */
@@ -763,8 +699,8 @@ static void test_api_request_and_answers(void **state)
         assert_int_equal(op_step(&o), AGAPE_STEP_SEND);
         assert_string_equal(o.x.method, "POST");
         assert_string_equal(o.x.url, SANDBOX "/v1/notifications/verify-webhook-signature");
-        assert_string_equal(req_header(&o.x, "Authorization"), "Bearer " TOKEN);
-        assert_string_equal(req_header(&o.x, "Content-Type"), "application/json");
+        assert_string_equal(harness_req_header(&o.x, "Authorization"), "Bearer " TOKEN);
+        assert_string_equal(harness_req_header(&o.x, "Content-Type"), "application/json");
         assert_int_equal(o.x.body_len, strlen(want));
         assert_memory_equal(o.x.body, want, o.x.body_len);
         assert_int_equal(op_answer(&o, cases[i].status, cases[i].body, strlen(cases[i].body)),
@@ -807,7 +743,7 @@ static void test_api_token_steps(void **state)
     assert_non_null(o.x.userpwd);
     assert_int_equal(op_answer(&o, 200, tok, strlen(tok)), AGAPE_STEP_SEND);
     assert_string_equal(o.x.url, SANDBOX "/v1/notifications/verify-webhook-signature");
-    assert_string_equal(req_header(&o.x, "Authorization"), "Bearer A21AA-fresh");
+    assert_string_equal(harness_req_header(&o.x, "Authorization"), "Bearer A21AA-fresh");
     assert_int_equal(op_answer(&o, 200, ok, strlen(ok)), AGAPE_STEP_DONE);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_OK);
     op_end(&o);
@@ -826,7 +762,7 @@ static void test_api_token_steps(void **state)
     assert_string_equal(o.x.url, SANDBOX "/v1/oauth2/token");
     static const char tok2[] = "{\"access_token\":\"A21AA-second\",\"expires_in\":32400}";
     assert_int_equal(op_answer(&o, 200, tok2, strlen(tok2)), AGAPE_STEP_SEND);
-    assert_string_equal(req_header(&o.x, "Authorization"), "Bearer A21AA-second");
+    assert_string_equal(harness_req_header(&o.x, "Authorization"), "Bearer A21AA-second");
     assert_int_equal(o.x.body_len, first_len);
     assert_memory_equal(o.x.body, first, first_len);
     assert_int_equal(op_answer(&o, 401, "{}", 2), AGAPE_STEP_DONE);
@@ -834,7 +770,7 @@ static void test_api_token_steps(void **state)
     op_end(&o);
 
     /* The token call refused: AUTH, and no secret in err. */
-    json_object_clear(g_prov.cache);
+    json_object_clear(g.prov.cache);
     op_init(&o, "verify", g_body, g_body_len, NOW_2030);
     op_vector_headers(&o, NULL, NULL);
     assert_int_equal(op_step(&o), AGAPE_STEP_SEND);
@@ -1002,18 +938,18 @@ static void expect_init_error(const char *extra, const char *needle)
     assert_non_null(x);
     json_object_update(conf, x);
     json_decref(x);
-    assert_int_not_equal(provider_init(conf, err, sizeof(err)), AGAPE_OK);
-    assert_null(g_prov.ctx);
+    assert_int_not_equal(harness_provider_init(&g, "paypal", conf, err, sizeof(err)), AGAPE_OK);
+    assert_null(g.prov.ctx);
     if (strstr(err, needle) == NULL) {
         fail_msg("init error \"%s\" lacks \"%s\"", err, needle);
     }
-    provider_fini();
+    harness_provider_fini(&g);
 }
 
 static void test_options(void **state)
 {
     (void)state;
-    const struct agape_plugin *d = g_pl->desc;
+    const struct agape_plugin *d = g.pl->desc;
     assert_true(d->kinds & AGAPE_KIND_WEBHOOK);
     static const char *const names[] = {"webhook_id", "webhook_verify", "cert_url_prefixes",
                                         "webhook_check_cert_expiry", "webhook_tolerance_s"};
@@ -1050,8 +986,8 @@ static void test_options(void **state)
     json_t *conf = json_pack("{s:s, s:s, s:s, s:s, s:s}", "client_id", CID, "client_secret",
                              SECRET, "webhook_check_cert_expiry", "false",
                              "webhook_tolerance_s", "0", "webhook_verify", "");
-    assert_int_equal(provider_init(conf, err, sizeof(err)), AGAPE_OK);
-    provider_fini();
+    assert_int_equal(harness_provider_init(&g, "paypal", conf, err, sizeof(err)), AGAPE_OK);
+    harness_provider_fini(&g);
 }
 
 int main(void)

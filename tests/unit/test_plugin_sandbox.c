@@ -8,6 +8,7 @@
 #include "host.h"
 #include "options.h"
 #include "plugins.h"
+#include "plugin_harness.h"
 
 #include <inttypes.h>
 #include <jansson.h>
@@ -22,60 +23,27 @@
 
 #define WHSEC "sbx_whsec_test"
 
-static struct plugin *pl;
-static struct provider prov;
+static struct harness g;
 
 static int load_plugin(void **state)
 {
-    char err[AGAPE_ERR_SIZE] = "";
     (void)state;
-    if (plugin_load(AGAPE_PLUGIN_DIR "/sandbox.so", &pl, err, sizeof(err)) != AGAPE_OK) {
-        fprintf(stderr, "plugin_load: %s\n", err);
-        return -1;
-    }
-    return 0;
+    return harness_load(&g, "sandbox");
 }
 
 static int unload_plugin(void **state)
 {
     (void)state;
-    plugin_unload(pl);
+    harness_unload(&g);
     return 0;
-}
-
-static int provider_init(json_t *conf, char *err, size_t errlen)
-{
-    memset(&prov, 0, sizeof(prov));
-    pthread_mutex_init(&prov.cache_lock, NULL);
-    prov.name = (char *)"sandbox";
-    prov.plugin = pl;
-    err[0] = '\0';
-    /* What the registry does before init: the table normalized per the
-     * plugin's option schema (a type error stops here, in the core's words). */
-    prov.conf = options_for_init("sandbox", pl->desc->options, conf, err, errlen);
-    json_decref(conf);
-    if (prov.conf == NULL) {
-        return AGAPE_EINVAL;
-    }
-    return pl->desc->init(host_table(), HOST_AJ(prov.conf), &prov.ctx, err, errlen);
-}
-
-static void provider_fini(void)
-{
-    if (prov.ctx) {
-        pl->desc->destroy(prov.ctx);
-    }
-    json_decref(prov.conf);
-    pthread_mutex_destroy(&prov.cache_lock);
-    memset(&prov, 0, sizeof(prov));
 }
 
 static int setup(void **state)
 {
     char err[AGAPE_ERR_SIZE];
     (void)state;
-    return provider_init(json_pack("{s:s}", "webhook_secret", WHSEC), err, sizeof(err)) ==
-                   AGAPE_OK
+    return harness_provider_init(&g, "sandbox", json_pack("{s:s}", "webhook_secret", WHSEC), err,
+                                 sizeof(err)) == AGAPE_OK
                ? 0
                : -1;
 }
@@ -83,51 +51,26 @@ static int setup(void **state)
 static int teardown(void **state)
 {
     (void)state;
-    provider_fini();
+    harness_provider_fini(&g);
     return 0;
 }
 
-/* Run one operation; the sandbox must answer at once, without a request. */
-struct op {
-    struct client_xfer x;
-    struct host_call hc;
-};
-
-static enum agape_step run(struct op *o, agape_step_fn fn, const char *input_json)
+static enum agape_step run(struct harness_op *o, agape_step_fn fn, const char *input_json)
 {
-    json_error_t je;
-    json_t *in = json_loads(input_json, 0, &je);
-    if (in == NULL) {
-        fail_msg("bad test input: %s", je.text);
-    }
-    client_xfer_init(&o->x);
-    host_call_init(&o->hc, &prov, "op", in, &o->x);
-    json_decref(in);
-    enum agape_step st = host_call_step(&o->hc, fn);
+    enum agape_step st = harness_op_start(o, &g.prov, "op", fn, input_json);
     assert_int_not_equal(st, AGAPE_STEP_SEND);
     assert_null(o->x.url);
     return st;
 }
 
-static void end(struct op *o)
-{
-    host_call_fini(&o->hc);
-    client_xfer_reset(&o->x);
-}
-
-static const char *res(struct op *o, const char *key)
-{
-    return json_string_value(json_object_get(o->hc.result, key));
-}
-
-static void charge(struct op *o, int64_t amount, const char *metadata)
+static void charge(struct harness_op *o, int64_t amount, const char *metadata)
 {
     char in[512];
     snprintf(in, sizeof(in),
              "{\"payment_id\":\"pay_7\",\"amount\":%" PRId64 ",\"currency\":\"usd\","
              "\"idempotency_key\":\"k\"%s%s}",
              amount, metadata ? ",\"metadata\":" : "", metadata ? metadata : "");
-    assert_int_equal(run(o, pl->desc->payment->charge, in), AGAPE_STEP_DONE);
+    assert_int_equal(run(o, g.pl->desc->payment->charge, in), AGAPE_STEP_DONE);
 }
 
 /* ---------------------------------------------------------------- */
@@ -135,7 +78,7 @@ static void charge(struct op *o, int64_t amount, const char *metadata)
 static void test_descriptor(void **state)
 {
     (void)state;
-    const struct agape_plugin *d = pl->desc;
+    const struct agape_plugin *d = g.pl->desc;
     assert_string_equal(d->name, "sandbox");
     assert_int_equal(d->kinds, AGAPE_KIND_AUTH | AGAPE_KIND_PAYMENT | AGAPE_KIND_MESSAGING |
                                    AGAPE_KIND_ANALYTICS | AGAPE_KIND_MONITORING |
@@ -145,90 +88,93 @@ static void test_descriptor(void **state)
     assert_non_null(d->monitoring->send_metrics);
     /* Works with no configuration at all. */
     char err[AGAPE_ERR_SIZE];
-    assert_int_equal(provider_init(json_object(), err, sizeof(err)), AGAPE_OK);
-    provider_fini();
-    assert_int_not_equal(provider_init(json_pack("{s:s}", "base_url", "ftp://x"), err,
-                                       sizeof(err)),
+    assert_int_equal(harness_provider_init(&g, "sandbox", json_object(), err, sizeof(err)),
+                     AGAPE_OK);
+    harness_provider_fini(&g);
+    assert_int_not_equal(harness_provider_init(&g, "sandbox",
+                                               json_pack("{s:s}", "base_url", "ftp://x"), err,
+                                               sizeof(err)),
                          AGAPE_OK);
     assert_non_null(strstr(err, "base_url"));
-    provider_fini();
+    harness_provider_fini(&g);
 }
 
 static void test_charge_ok(void **state)
 {
     (void)state;
-    struct op o;
+    struct harness_op o;
     charge(&o, 1999, NULL);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_OK);
-    assert_string_equal(res(&o, "status"), "succeeded");
-    assert_string_equal(res(&o, "provider_ref"), "sbx_pay_7");
-    assert_null(res(&o, "approval_url"));
+    assert_string_equal(harness_res_str(&o, "status"), "succeeded");
+    assert_string_equal(harness_res_str(&o, "provider_ref"), "sbx_pay_7");
+    assert_null(harness_res_str(&o, "approval_url"));
     assert_int_equal(o.hc.pub.delay_ms, 0);
-    end(&o);
+    harness_op_end(&o);
 
     charge(&o, 1999, "{\"sandbox_action\":\"approve\"}");
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_OK);
-    assert_string_equal(res(&o, "status"), "requires_action");
-    assert_string_equal(res(&o, "approval_url"), "https://sandbox.invalid/approve/pay_7");
-    end(&o);
+    assert_string_equal(harness_res_str(&o, "status"), "requires_action");
+    assert_string_equal(harness_res_str(&o, "approval_url"),
+                        "https://sandbox.invalid/approve/pay_7");
+    harness_op_end(&o);
 }
 
 static void test_charge_table(void **state)
 {
     (void)state;
-    struct op o;
+    struct harness_op o;
 
     charge(&o, 4002, NULL);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_DECLINED);
-    assert_string_equal(res(&o, "status"), "failed");
-    assert_string_equal(res(&o, "decline_code"), "card_declined");
-    end(&o);
+    assert_string_equal(harness_res_str(&o, "status"), "failed");
+    assert_string_equal(harness_res_str(&o, "decline_code"), "card_declined");
+    harness_op_end(&o);
 
     charge(&o, 5003, NULL);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_UNAVAILABLE);
     assert_int_equal(o.hc.pub.retry_after_ms, -1);
-    end(&o);
+    harness_op_end(&o);
 
     charge(&o, 4290, NULL);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_RATE_LIMITED);
     assert_int_equal(o.hc.pub.retry_after_ms, 1000);
-    end(&o);
+    harness_op_end(&o);
 
     charge(&o, 4080, NULL);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_UNKNOWN);
-    end(&o);
+    harness_op_end(&o);
 
     charge(&o, 4000, NULL);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_INVALID);
     assert_string_equal(o.hc.pub.err, "amount 4000 is refused by the sandbox");
-    end(&o);
+    harness_op_end(&o);
 
     /* Neighbours of the test amounts are ordinary. */
     charge(&o, 4001, NULL);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_OK);
-    end(&o);
+    harness_op_end(&o);
 
-    assert_int_equal(run(&o, pl->desc->payment->charge,
+    assert_int_equal(run(&o, g.pl->desc->payment->charge,
                          "{\"payment_id\":\"p\",\"amount\":0,\"currency\":\"usd\"}"),
                      AGAPE_STEP_FAIL);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_INVALID);
-    end(&o);
+    harness_op_end(&o);
 }
 
 static void test_charge_delay(void **state)
 {
     (void)state;
-    struct op o;
+    struct harness_op o;
     charge(&o, 1999, "{\"sandbox_delay_ms\":\"250\"}");
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_OK);
     assert_int_equal(o.hc.pub.delay_ms, 250);
-    end(&o);
+    harness_op_end(&o);
 
     /* The delay applies to every outcome (a slow decline). */
     charge(&o, 4002, "{\"sandbox_delay_ms\":\"60000\"}");
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_DECLINED);
     assert_int_equal(o.hc.pub.delay_ms, 60000);
-    end(&o);
+    harness_op_end(&o);
 
     static const char *const bad[] = {"\"60001\"", "\"-1\"", "\"1e3\"", "\"\"", "250",
                                       "\"9999999999\""};
@@ -238,66 +184,66 @@ static void test_charge_delay(void **state)
                  "{\"payment_id\":\"p\",\"amount\":100,\"currency\":\"usd\","
                  "\"metadata\":{\"sandbox_delay_ms\":%s}}",
                  bad[i]);
-        assert_int_equal(run(&o, pl->desc->payment->charge, in), AGAPE_STEP_FAIL);
+        assert_int_equal(run(&o, g.pl->desc->payment->charge, in), AGAPE_STEP_FAIL);
         assert_non_null(strstr(o.hc.pub.err, "metadata.sandbox_delay_ms"));
-        end(&o);
+        harness_op_end(&o);
     }
 }
 
 static void test_get_capture_refund(void **state)
 {
     (void)state;
-    struct op o;
-    assert_int_equal(run(&o, pl->desc->payment->get,
+    struct harness_op o;
+    assert_int_equal(run(&o, g.pl->desc->payment->get,
                          "{\"payment_id\":\"pay_7\",\"provider_ref\":\"sbx_pay_7\"}"),
                      AGAPE_STEP_DONE);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_OK);
-    assert_string_equal(res(&o, "status"), "succeeded");
-    assert_string_equal(res(&o, "provider_ref"), "sbx_pay_7");
-    end(&o);
+    assert_string_equal(harness_res_str(&o, "status"), "succeeded");
+    assert_string_equal(harness_res_str(&o, "provider_ref"), "sbx_pay_7");
+    harness_op_end(&o);
 
-    assert_int_equal(run(&o, pl->desc->payment->get,
+    assert_int_equal(run(&o, g.pl->desc->payment->get,
                          "{\"payment_id\":\"pay_7\",\"provider_ref\":\"pi_123\"}"),
                      AGAPE_STEP_DONE);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_INVALID);
-    end(&o);
+    harness_op_end(&o);
 
-    assert_int_equal(run(&o, pl->desc->payment->capture,
+    assert_int_equal(run(&o, g.pl->desc->payment->capture,
                          "{\"payment_id\":\"pay_7\",\"provider_ref\":\"sbx_pay_7\","
                          "\"idempotency_key\":\"k\"}"),
                      AGAPE_STEP_DONE);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_OK);
-    assert_string_equal(res(&o, "status"), "succeeded");
-    end(&o);
+    assert_string_equal(harness_res_str(&o, "status"), "succeeded");
+    harness_op_end(&o);
 
-    assert_int_equal(run(&o, pl->desc->payment->refund,
+    assert_int_equal(run(&o, g.pl->desc->payment->refund,
                          "{\"payment_id\":\"pay_7\",\"provider_ref\":\"sbx_pay_7\","
                          "\"amount\":500,\"currency\":\"usd\",\"idempotency_key\":\"k\"}"),
                      AGAPE_STEP_DONE);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_OK);
-    assert_string_equal(res(&o, "refund_ref"), "sbxre_pay_7");
-    assert_string_equal(res(&o, "status"), "succeeded");
+    assert_string_equal(harness_res_str(&o, "refund_ref"), "sbxre_pay_7");
+    assert_string_equal(harness_res_str(&o, "status"), "succeeded");
     assert_int_equal(json_integer_value(json_object_get(o.hc.result, "amount")), 500);
-    end(&o);
+    harness_op_end(&o);
 }
 
 static void test_messaging(void **state)
 {
     (void)state;
-    struct op o;
+    struct harness_op o;
     unsigned char d[32];
     char hex[65], want[80];
 
-    assert_int_equal(run(&o, pl->desc->messaging->send_email,
+    assert_int_equal(run(&o, g.pl->desc->messaging->send_email,
                          "{\"to\":\"ana@example.com\",\"subject\":\"Hi\",\"text\":\"Hi\"}"),
                      AGAPE_STEP_DONE);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_OK);
     crypto_sha256("ana@example.com", strlen("ana@example.com"), d);
     crypto_hex(d, 8, hex);
     snprintf(want, sizeof(want), "sbxmsg_%s", hex);
-    assert_string_equal(res(&o, "provider_ref"), want);
+    assert_string_equal(harness_res_str(&o, "provider_ref"), want);
     assert_int_equal(strlen(want), 7 + 16);
-    end(&o);
+    harness_op_end(&o);
 
     static const struct {
         bool sms;
@@ -313,83 +259,85 @@ static void test_messaging(void **state)
         char in[256];
         snprintf(in, sizeof(in), "{\"to\":\"%s\",\"body\":\"x\"}", cases[i].to);
         agape_step_fn fn =
-            cases[i].sms ? pl->desc->messaging->send_sms : pl->desc->messaging->send_email;
+            cases[i].sms ? g.pl->desc->messaging->send_sms : g.pl->desc->messaging->send_email;
         assert_int_equal(run(&o, fn, in), AGAPE_STEP_DONE);
         assert_int_equal(o.hc.pub.outcome, cases[i].outcome);
-        end(&o);
+        harness_op_end(&o);
     }
-    assert_int_equal(run(&o, pl->desc->messaging->send_sms, "{\"body\":\"x\"}"), AGAPE_STEP_FAIL);
+    assert_int_equal(run(&o, g.pl->desc->messaging->send_sms, "{\"body\":\"x\"}"), AGAPE_STEP_FAIL);
     assert_non_null(strstr(o.hc.pub.err, "to is required"));
-    end(&o);
+    harness_op_end(&o);
 }
 
 static void test_analytics_monitoring(void **state)
 {
     (void)state;
-    struct op o;
-    assert_int_equal(run(&o, pl->desc->analytics->track_batch,
+    struct harness_op o;
+    assert_int_equal(run(&o, g.pl->desc->analytics->track_batch,
                          "{\"events\":[{\"name\":\"a\"},{\"name\":\"b\"},{\"name\":\"c\"}]}"),
                      AGAPE_STEP_DONE);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_OK);
     assert_int_equal(json_integer_value(json_object_get(o.hc.result, "accepted")), 3);
-    end(&o);
-    assert_int_equal(run(&o, pl->desc->analytics->track_batch, "{}"), AGAPE_STEP_FAIL);
-    end(&o);
-    assert_int_equal(run(&o, pl->desc->monitoring->report_error, "{\"message\":\"boom\"}"),
+    harness_op_end(&o);
+    assert_int_equal(run(&o, g.pl->desc->analytics->track_batch, "{}"), AGAPE_STEP_FAIL);
+    harness_op_end(&o);
+    assert_int_equal(run(&o, g.pl->desc->monitoring->report_error, "{\"message\":\"boom\"}"),
                      AGAPE_STEP_DONE);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_OK);
-    end(&o);
-    assert_int_equal(run(&o, pl->desc->monitoring->send_metrics, "{\"metrics\":[]}"),
+    harness_op_end(&o);
+    assert_int_equal(run(&o, g.pl->desc->monitoring->send_metrics, "{\"metrics\":[]}"),
                      AGAPE_STEP_DONE);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_OK);
-    end(&o);
+    harness_op_end(&o);
 }
 
 static void test_auth(void **state)
 {
     (void)state;
-    struct op o;
-    assert_int_equal(run(&o, pl->desc->auth->authorize_url,
+    struct harness_op o;
+    assert_int_equal(run(&o, g.pl->desc->auth->authorize_url,
                          "{\"state\":\"s 1\",\"nonce\":\"n1\",\"code_challenge\":\"c1\"}"),
                      AGAPE_STEP_DONE);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_OK);
-    assert_string_equal(res(&o, "url"), "http://127.0.0.1/sandbox-auth/authorize?state=s%201"
-                                        "&nonce=n1&code_challenge=c1");
-    end(&o);
+    assert_string_equal(harness_res_str(&o, "url"),
+                        "http://127.0.0.1/sandbox-auth/authorize?state=s%201"
+                        "&nonce=n1&code_challenge=c1");
+    harness_op_end(&o);
 
     /* The base is configurable (trailing slash ignored). */
     char err[AGAPE_ERR_SIZE];
-    provider_fini();
-    assert_int_equal(provider_init(json_pack("{s:s}", "base_url", "http://127.0.0.1:9/auth/"),
-                                   err, sizeof(err)),
+    harness_provider_fini(&g);
+    assert_int_equal(harness_provider_init(
+                         &g, "sandbox", json_pack("{s:s}", "base_url", "http://127.0.0.1:9/auth/"),
+                         err, sizeof(err)),
                      AGAPE_OK);
-    assert_int_equal(run(&o, pl->desc->auth->authorize_url, "{\"state\":\"xyz\"}"),
+    assert_int_equal(run(&o, g.pl->desc->auth->authorize_url, "{\"state\":\"xyz\"}"),
                      AGAPE_STEP_DONE);
-    assert_string_equal(res(&o, "url"), "http://127.0.0.1:9/auth/authorize?state=xyz");
-    end(&o);
+    assert_string_equal(harness_res_str(&o, "url"), "http://127.0.0.1:9/auth/authorize?state=xyz");
+    harness_op_end(&o);
 
-    assert_int_equal(run(&o, pl->desc->auth->exchange_code, "{\"code\":\"c-1\"}"),
+    assert_int_equal(run(&o, g.pl->desc->auth->exchange_code, "{\"code\":\"c-1\"}"),
                      AGAPE_STEP_DONE);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_OK);
-    assert_string_equal(res(&o, "subject"), "sandbox-user-1");
-    assert_string_equal(res(&o, "email"), "sandbox@example.com");
+    assert_string_equal(harness_res_str(&o, "subject"), "sandbox-user-1");
+    assert_string_equal(harness_res_str(&o, "email"), "sandbox@example.com");
     assert_true(json_is_true(json_object_get(o.hc.result, "email_verified")));
-    assert_string_equal(res(&o, "name"), "Sandbox User");
-    end(&o);
+    assert_string_equal(harness_res_str(&o, "name"), "Sandbox User");
+    harness_op_end(&o);
 
-    assert_int_equal(run(&o, pl->desc->auth->exchange_code, "{\"code\":\"bad\"}"),
+    assert_int_equal(run(&o, g.pl->desc->auth->exchange_code, "{\"code\":\"bad\"}"),
                      AGAPE_STEP_DONE);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_INVALID);
-    end(&o);
-    assert_int_equal(run(&o, pl->desc->auth->verify_id_token, "{\"id_token\":\"eyJ.x.y\"}"),
+    harness_op_end(&o);
+    assert_int_equal(run(&o, g.pl->desc->auth->verify_id_token, "{\"id_token\":\"eyJ.x.y\"}"),
                      AGAPE_STEP_DONE);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_OK);
-    assert_string_equal(res(&o, "subject"), "sandbox-user-1");
-    end(&o);
-    assert_int_equal(run(&o, pl->desc->auth->verify_id_token, "{\"id_token\":\"bad\"}"),
+    assert_string_equal(harness_res_str(&o, "subject"), "sandbox-user-1");
+    harness_op_end(&o);
+    assert_int_equal(run(&o, g.pl->desc->auth->verify_id_token, "{\"id_token\":\"bad\"}"),
                      AGAPE_STEP_DONE);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_INVALID);
-    end(&o);
+    harness_op_end(&o);
 }
 
 /* ---------------------------------------------------------------- */
@@ -405,7 +353,7 @@ static enum agape_step wh_run(struct wh *c, agape_step_fn fn, const char *body, 
                               int64_t now_s)
 {
     memset(c, 0, sizeof(*c));
-    host_call_init(&c->hc, &prov, "verify", NULL, NULL);
+    host_call_init(&c->hc, &g.prov, "verify", NULL, NULL);
     c->w.body = body;
     c->w.body_len = strlen(body);
     c->w.url = "http://127.0.0.1:8080/v1/webhooks/sandbox";
@@ -435,7 +383,7 @@ static void expect_verify(const char *body, const char *sig, int64_t now,
                           enum agape_outcome outcome, const char *err)
 {
     struct wh c;
-    assert_int_equal(wh_run(&c, pl->desc->webhook->verify, body, sig, now), AGAPE_STEP_DONE);
+    assert_int_equal(wh_run(&c, g.pl->desc->webhook->verify, body, sig, now), AGAPE_STEP_DONE);
     assert_int_equal(c.hc.pub.outcome, outcome);
     assert_string_equal(c.hc.pub.err, err);
     host_call_fini(&c.hc);
@@ -471,8 +419,9 @@ static void test_webhook_verify(void **state)
 
     /* Without a secret nothing is accepted. */
     char err[AGAPE_ERR_SIZE];
-    provider_fini();
-    assert_int_equal(provider_init(json_object(), err, sizeof(err)), AGAPE_OK);
+    harness_provider_fini(&g);
+    assert_int_equal(harness_provider_init(&g, "sandbox", json_object(), err, sizeof(err)),
+                     AGAPE_OK);
     sign(sig, sizeof(sig), WHSEC, now, body);
     expect_verify(body, sig, now, AGAPE_OUTCOME_INVALID, "webhook_secret not configured");
 }
@@ -483,7 +432,7 @@ static void test_webhook_normalize(void **state)
     struct wh c;
     const char body[] = "{\"id\":\"sbxev_1\",\"type\":\"payment.succeeded\","
                         "\"payment_ref\":\"sbx_pay_7\",\"status\":\"succeeded\"}";
-    assert_int_equal(wh_run(&c, pl->desc->webhook->normalize, body, "x", 0), AGAPE_STEP_DONE);
+    assert_int_equal(wh_run(&c, g.pl->desc->webhook->normalize, body, "x", 0), AGAPE_STEP_DONE);
     assert_int_equal(c.hc.pub.outcome, AGAPE_OUTCOME_OK);
     json_t *r = c.hc.result;
     assert_string_equal(json_string_value(json_object_get(r, "event_id")), "sbxev_1");
@@ -492,7 +441,7 @@ static void test_webhook_normalize(void **state)
     assert_string_equal(json_string_value(json_object_get(r, "status")), "succeeded");
     host_call_fini(&c.hc);
 
-    assert_int_equal(wh_run(&c, pl->desc->webhook->normalize, "{\"id\":\"e\",\"type\":\"t\"}",
+    assert_int_equal(wh_run(&c, g.pl->desc->webhook->normalize, "{\"id\":\"e\",\"type\":\"t\"}",
                             "x", 0),
                      AGAPE_STEP_DONE);
     assert_int_equal(c.hc.pub.outcome, AGAPE_OUTCOME_OK);
@@ -502,7 +451,7 @@ static void test_webhook_normalize(void **state)
     static const char *const bad[] = {"{\"type\":\"t\"}", "{\"id\":\"e\"}", "[]", "nope",
                                       "{\"id\":\"e\",\"type\":\"t\",\"status\":1}"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        assert_int_equal(wh_run(&c, pl->desc->webhook->normalize, bad[i], "x", 0),
+        assert_int_equal(wh_run(&c, g.pl->desc->webhook->normalize, bad[i], "x", 0),
                          AGAPE_STEP_DONE);
         assert_int_equal(c.hc.pub.outcome, AGAPE_OUTCOME_INVALID);
         host_call_fini(&c.hc);

@@ -10,6 +10,7 @@
 #include "host.h"
 #include "options.h"
 #include "plugins.h"
+#include "plugin_harness.h"
 
 #include <inttypes.h>
 #include <jansson.h>
@@ -46,70 +47,29 @@
 /* ---------------------------------------------------------------- */
 /* Scaffolding                                                      */
 
-struct env {
-    struct plugin *pl;
-    struct provider prov;
-};
-
-static struct env g;
+static struct harness g; /* the loaded plugin; a provider is made per test */
 
 static int load_plugin(void **state)
 {
-    char err[AGAPE_ERR_SIZE] = "";
     (void)state;
-    int rc = plugin_load(AGAPE_PLUGIN_DIR "/sendgrid.so", &g.pl, err, sizeof(err));
-    if (rc != AGAPE_OK) {
-        fprintf(stderr, "plugin_load: %s\n", err);
-        return -1;
-    }
-    return 0;
+    return harness_load(&g, "sendgrid");
 }
 
 static int unload_plugin(void **state)
 {
     (void)state;
-    plugin_unload(g.pl);
-    g.pl = NULL;
+    harness_unload(&g);
     return 0;
-}
-
-static int provider_init(json_t *conf, char *err, size_t errlen)
-{
-    memset(&g.prov, 0, sizeof(g.prov));
-    pthread_mutex_init(&g.prov.cache_lock, NULL);
-    g.prov.name = (char *)"sendgrid";
-    g.prov.plugin = g.pl;
-    err[0] = '\0';
-    /* What the registry does before init: the table normalized per the
-     * plugin's option schema (a type error stops here, in the core's words). */
-    g.prov.conf = options_for_init("sendgrid", g.pl->desc->options, conf, err, errlen);
-    json_decref(conf);
-    if (g.prov.conf == NULL) {
-        return AGAPE_EINVAL;
-    }
-    int rc = g.pl->desc->init(host_table(), HOST_AJ(g.prov.conf), &g.prov.ctx, err, errlen);
-    g.prov.usable = rc == AGAPE_OK;
-    return rc;
-}
-
-static void provider_fini(void)
-{
-    if (g.prov.ctx) {
-        g.pl->desc->destroy(g.prov.ctx);
-    }
-    json_decref(g.prov.conf);
-    json_decref(g.prov.cache);
-    pthread_mutex_destroy(&g.prov.cache_lock);
-    memset(&g.prov, 0, sizeof(g.prov));
 }
 
 static int setup_default(void **state)
 {
     char err[AGAPE_ERR_SIZE];
     (void)state;
-    return provider_init(json_pack("{s:s, s:s, s:s}", "api_key", API_KEY, "from_email",
-                                   "noreply@example.com", "webhook_public_key", V_KEY),
-                         err, sizeof(err)) == AGAPE_OK
+    return harness_provider_init(&g, "sendgrid",
+                                 json_pack("{s:s, s:s, s:s}", "api_key", API_KEY, "from_email",
+                                           "noreply@example.com", "webhook_public_key", V_KEY),
+                                 err, sizeof(err)) == AGAPE_OK
                ? 0
                : -1;
 }
@@ -118,7 +78,8 @@ static int setup_bare(void **state)
 {
     char err[AGAPE_ERR_SIZE];
     (void)state;
-    return provider_init(json_pack("{s:s}", "api_key", API_KEY), err, sizeof(err)) == AGAPE_OK
+    return harness_provider_init(&g, "sendgrid", json_pack("{s:s}", "api_key", API_KEY), err,
+                                 sizeof(err)) == AGAPE_OK
                ? 0
                : -1;
 }
@@ -126,74 +87,8 @@ static int setup_bare(void **state)
 static int teardown_provider(void **state)
 {
     (void)state;
-    provider_fini();
+    harness_provider_fini(&g);
     return 0;
-}
-
-struct op {
-    struct client_xfer x;
-    struct host_call hc;
-    agape_step_fn fn;
-};
-
-static enum agape_step op_start(struct op *o, agape_step_fn fn, const char *input_json)
-{
-    json_error_t je;
-    json_t *in = json_loads(input_json, 0, &je);
-    if (in == NULL) {
-        fail_msg("bad test input: %s", je.text);
-    }
-    client_xfer_init(&o->x);
-    host_call_init(&o->hc, &g.prov, "send_email", in, &o->x);
-    json_decref(in);
-    o->fn = fn;
-    return host_call_step(&o->hc, fn);
-}
-
-/* Answer with status, body and NULL-terminated name/value pairs. */
-static enum agape_step op_answer(struct op *o, int status, const char *body, ...)
-{
-    va_list ap;
-    o->x.result = CLIENT_DONE;
-    o->x.status = status;
-    buf_reset(&o->x.resp_body);
-    assert_int_equal(buf_add(&o->x.resp_body, body, strlen(body)), AGAPE_OK);
-    va_start(ap, body);
-    for (;;) {
-        const char *name = va_arg(ap, const char *);
-        if (name == NULL) {
-            break;
-        }
-        const char *value = va_arg(ap, const char *);
-        assert_true(o->x.n_resp_headers < CLIENT_MAX_HEADERS);
-        o->x.resp_headers[o->x.n_resp_headers].name = strdup(name);
-        o->x.resp_headers[o->x.n_resp_headers].value = strdup(value);
-        o->x.n_resp_headers++;
-    }
-    va_end(ap);
-    host_call_answer(&o->hc);
-    return host_call_step(&o->hc, o->fn);
-}
-
-static void op_end(struct op *o)
-{
-    host_call_fini(&o->hc);
-    client_xfer_reset(&o->x);
-}
-
-static const char *req_header(const struct client_xfer *x, const char *name)
-{
-    for (int i = 0; i < x->n_req_headers; i++) {
-        if (strcasecmp(x->req_headers[i].name, name) == 0) {
-            return x->req_headers[i].value;
-        }
-    }
-    return NULL;
-}
-
-static const char *res_str(struct op *o, const char *key)
-{
-    return json_string_value(json_object_get(o->hc.result, key));
 }
 
 static void assert_body(const struct client_xfer *x, const char *expect)
@@ -247,12 +142,12 @@ static void test_descriptor(void **state)
 static void expect_init_error(json_t *conf, const char *needle)
 {
     char err[AGAPE_ERR_SIZE];
-    assert_int_not_equal(provider_init(conf, err, sizeof(err)), AGAPE_OK);
+    assert_int_not_equal(harness_provider_init(&g, "sendgrid", conf, err, sizeof(err)), AGAPE_OK);
     assert_null(g.prov.ctx);
     if (strstr(err, needle) == NULL) {
         fail_msg("init error \"%s\" lacks \"%s\"", err, needle);
     }
-    provider_fini();
+    harness_provider_fini(&g);
 }
 
 static void test_init(void **state)
@@ -277,12 +172,13 @@ static void test_init(void **state)
                       "MFkwEwYHKoZIzj0CAQYIKoZIzj0DAQcDQgAEEDr2LjtURuePQzplybdC+u4CwrqD\n"
                       "qBaWjcMMsTbhdbcwHBcepxo7yAQGhHPTnlvFYPAZFceEu/1FwCM/QmGUhA==\n"
                       "-----END PUBLIC KEY-----\n";
-    assert_int_equal(provider_init(json_pack("{s:s, s:s, s:s}", "api_key", API_KEY,
-                                             "webhook_public_key", pem, "webhook_tolerance_s",
-                                             "0"),
-                                   err, sizeof(err)),
-                     AGAPE_OK);
-    provider_fini();
+    assert_int_equal(
+        harness_provider_init(&g, "sendgrid",
+                              json_pack("{s:s, s:s, s:s}", "api_key", API_KEY, "webhook_public_key",
+                                        pem, "webhook_tolerance_s", "0"),
+                              err, sizeof(err)),
+        AGAPE_OK);
+    harness_provider_fini(&g);
 }
 
 /* ---------------------------------------------------------------- */
@@ -291,18 +187,18 @@ static void test_init(void **state)
 static void test_request_text_and_html(void **state)
 {
     (void)state;
-    struct op o;
-    assert_int_equal(op_start(&o, SEND_EMAIL,
-                              "{\"message_id\":\"msg_1\",\"to\":\"ana@example.com\","
-                              "\"from_name\":\"Shop\",\"subject\":\"Welcome\",\"html\":"
-                              "\"<p>Hi</p>\",\"text\":\"Hi\",\"idempotency_key\":\"k1\","
-                              "\"status_callback\":\"https://gw.example.com/cb\"}"),
+    struct harness_op o;
+    assert_int_equal(harness_op_start(&o, &g.prov, "send_email", SEND_EMAIL,
+                                      "{\"message_id\":\"msg_1\",\"to\":\"ana@example.com\","
+                                      "\"from_name\":\"Shop\",\"subject\":\"Welcome\",\"html\":"
+                                      "\"<p>Hi</p>\",\"text\":\"Hi\",\"idempotency_key\":\"k1\","
+                                      "\"status_callback\":\"https://gw.example.com/cb\"}"),
                      AGAPE_STEP_SEND);
     assert_string_equal(o.x.method, "POST");
     assert_string_equal(o.x.url, "https://api.sendgrid.com/v3/mail/send");
     assert_int_equal(o.x.n_req_headers, 2); /* no idempotency header: SendGrid has none */
-    assert_string_equal(req_header(&o.x, "Authorization"), "Bearer " API_KEY);
-    assert_string_equal(req_header(&o.x, "Content-Type"), "application/json");
+    assert_string_equal(harness_req_header(&o.x, "Authorization"), "Bearer " API_KEY);
+    assert_string_equal(harness_req_header(&o.x, "Content-Type"), "application/json");
     assert_null(o.x.userpwd);
     assert_null(o.x.mail_from);
     assert_body(&o.x, "{\"personalizations\":[{\"to\":[{\"email\":\"ana@example.com\"}],"
@@ -311,20 +207,21 @@ static void test_request_text_and_html(void **state)
                       "\"subject\":\"Welcome\","
                       "\"content\":[{\"type\":\"text/plain\",\"value\":\"Hi\"},"
                       "{\"type\":\"text/html\",\"value\":\"<p>Hi</p>\"}]}");
-    op_end(&o);
+    harness_op_end(&o);
 
     /* html only, the message's own from, a configured base URL. */
     char err[AGAPE_ERR_SIZE];
-    provider_fini();
-    assert_int_equal(provider_init(json_pack("{s:s, s:s, s:s}", "api_key", API_KEY,
-                                             "from_email", "noreply@example.com", "base_url",
-                                             "http://127.0.0.1:9/"),
-                                   err, sizeof(err)),
-                     AGAPE_OK);
-    assert_int_equal(op_start(&o, SEND_EMAIL,
-                              "{\"message_id\":\"msg_2\",\"to\":\"ana@example.com\","
-                              "\"from\":\"billing@example.com\",\"subject\":\"Ol\\u00e1\","
-                              "\"html\":\"<b>x</b>\",\"text\":\"\"}"),
+    harness_provider_fini(&g);
+    assert_int_equal(
+        harness_provider_init(&g, "sendgrid",
+                              json_pack("{s:s, s:s, s:s}", "api_key", API_KEY, "from_email",
+                                        "noreply@example.com", "base_url", "http://127.0.0.1:9/"),
+                              err, sizeof(err)),
+        AGAPE_OK);
+    assert_int_equal(harness_op_start(&o, &g.prov, "send_email", SEND_EMAIL,
+                                      "{\"message_id\":\"msg_2\",\"to\":\"ana@example.com\","
+                                      "\"from\":\"billing@example.com\",\"subject\":\"Ol\\u00e1\","
+                                      "\"html\":\"<b>x</b>\",\"text\":\"\"}"),
                      AGAPE_STEP_SEND);
     assert_string_equal(o.x.url, "http://127.0.0.1:9/v3/mail/send");
     assert_body(&o.x, "{\"personalizations\":[{\"to\":[{\"email\":\"ana@example.com\"}],"
@@ -332,47 +229,48 @@ static void test_request_text_and_html(void **state)
                       "\"from\":{\"email\":\"billing@example.com\"},"
                       "\"subject\":\"Ol\xc3\xa1\","
                       "\"content\":[{\"type\":\"text/html\",\"value\":\"<b>x</b>\"}]}");
-    op_end(&o);
+    harness_op_end(&o);
 }
 
 static void test_request_template(void **state)
 {
     (void)state;
-    struct op o;
-    assert_int_equal(op_start(&o, SEND_EMAIL,
-                              "{\"message_id\":\"msg_3\",\"to\":\"ana@example.com\","
-                              "\"template_id\":\"d-0123456789abcdef0123456789abcdef\","
-                              "\"data\":{\"name\":\"Ana\",\"n\":2},\"text\":\"ignored\"}"),
+    struct harness_op o;
+    assert_int_equal(harness_op_start(&o, &g.prov, "send_email", SEND_EMAIL,
+                                      "{\"message_id\":\"msg_3\",\"to\":\"ana@example.com\","
+                                      "\"template_id\":\"d-0123456789abcdef0123456789abcdef\","
+                                      "\"data\":{\"name\":\"Ana\",\"n\":2},\"text\":\"ignored\"}"),
                      AGAPE_STEP_SEND);
     assert_body(&o.x, "{\"personalizations\":[{\"to\":[{\"email\":\"ana@example.com\"}],"
                       "\"dynamic_template_data\":{\"name\":\"Ana\",\"n\":2},"
                       "\"custom_args\":{\"agape_message_id\":\"msg_3\"}}],"
                       "\"from\":{\"email\":\"noreply@example.com\"},"
                       "\"template_id\":\"d-0123456789abcdef0123456789abcdef\"}");
-    op_end(&o);
+    harness_op_end(&o);
 
     /* data without a template is not sent. */
-    assert_int_equal(op_start(&o, SEND_EMAIL,
-                              "{\"message_id\":\"msg_4\",\"to\":\"ana@example.com\","
-                              "\"subject\":\"s\",\"text\":\"t\",\"data\":{\"a\":\"b\"}}"),
+    assert_int_equal(harness_op_start(&o, &g.prov, "send_email", SEND_EMAIL,
+                                      "{\"message_id\":\"msg_4\",\"to\":\"ana@example.com\","
+                                      "\"subject\":\"s\",\"text\":\"t\",\"data\":{\"a\":\"b\"}}"),
                      AGAPE_STEP_SEND);
     assert_body(&o.x, "{\"personalizations\":[{\"to\":[{\"email\":\"ana@example.com\"}],"
                       "\"custom_args\":{\"agape_message_id\":\"msg_4\"}}],"
                       "\"from\":{\"email\":\"noreply@example.com\"},\"subject\":\"s\","
                       "\"content\":[{\"type\":\"text/plain\",\"value\":\"t\"}]}");
-    op_end(&o);
+    harness_op_end(&o);
 }
 
 static void expect_refused(const char *input, const char *needle)
 {
-    struct op o;
-    assert_int_equal(op_start(&o, SEND_EMAIL, input), AGAPE_STEP_FAIL);
+    struct harness_op o;
+    assert_int_equal(harness_op_start(&o, &g.prov, "send_email", SEND_EMAIL, input),
+                     AGAPE_STEP_FAIL);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_INVALID);
     assert_null(o.x.url); /* nothing built */
     if (strstr(o.hc.pub.err, needle) == NULL) {
         fail_msg("err \"%s\" lacks \"%s\"", o.hc.pub.err, needle);
     }
-    op_end(&o);
+    harness_op_end(&o);
 }
 
 static void test_request_refused(void **state)
@@ -403,12 +301,12 @@ static void test_request_needs_from(void **state)
     expect_refused("{\"message_id\":\"m\",\"to\":\"a@example.com\",\"subject\":\"s\","
                    "\"text\":\"t\"}",
                    "from is required: pass it or configure from_email (DEFAULT_FROM_EMAIL)");
-    struct op o;
-    assert_int_equal(op_start(&o, SEND_EMAIL,
-                              "{\"message_id\":\"m\",\"to\":\"a@example.com\",\"from\":"
-                              "\"me@example.com\",\"subject\":\"s\",\"text\":\"t\"}"),
+    struct harness_op o;
+    assert_int_equal(harness_op_start(&o, &g.prov, "send_email", SEND_EMAIL,
+                                      "{\"message_id\":\"m\",\"to\":\"a@example.com\",\"from\":"
+                                      "\"me@example.com\",\"subject\":\"s\",\"text\":\"t\"}"),
                      AGAPE_STEP_SEND);
-    op_end(&o);
+    harness_op_end(&o);
 }
 
 /* ---------------------------------------------------------------- */
@@ -420,22 +318,24 @@ static const char msg_input[] = "{\"message_id\":\"msg_1\",\"to\":\"ana@example.
 static void test_accepted(void **state)
 {
     (void)state;
-    struct op o;
-    assert_int_equal(op_start(&o, SEND_EMAIL, msg_input), AGAPE_STEP_SEND);
-    assert_int_equal(op_answer(&o, 202, "", "X-Message-Id", "14c5d75ce93", NULL),
+    struct harness_op o;
+    assert_int_equal(harness_op_start(&o, &g.prov, "send_email", SEND_EMAIL, msg_input),
+                     AGAPE_STEP_SEND);
+    assert_int_equal(harness_op_answer_text(&o, 202, "", "X-Message-Id", "14c5d75ce93", NULL),
                      AGAPE_STEP_DONE);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_OK);
-    assert_string_equal(res_str(&o, "provider_ref"), "14c5d75ce93");
-    assert_string_equal(res_str(&o, "status"), "sent");
-    op_end(&o);
+    assert_string_equal(harness_res_str(&o, "provider_ref"), "14c5d75ce93");
+    assert_string_equal(harness_res_str(&o, "status"), "sent");
+    harness_op_end(&o);
 
     /* Sandbox mode: 200 without X-Message-Id is still a success. */
-    assert_int_equal(op_start(&o, SEND_EMAIL, msg_input), AGAPE_STEP_SEND);
-    assert_int_equal(op_answer(&o, 200, "", NULL), AGAPE_STEP_DONE);
+    assert_int_equal(harness_op_start(&o, &g.prov, "send_email", SEND_EMAIL, msg_input),
+                     AGAPE_STEP_SEND);
+    assert_int_equal(harness_op_answer_text(&o, 200, "", NULL), AGAPE_STEP_DONE);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_OK);
-    assert_null(res_str(&o, "provider_ref"));
-    assert_string_equal(res_str(&o, "status"), "sent");
-    op_end(&o);
+    assert_null(harness_res_str(&o, "provider_ref"));
+    assert_string_equal(harness_res_str(&o, "status"), "sent");
+    harness_op_end(&o);
 }
 
 struct row {
@@ -480,12 +380,13 @@ static void test_error_table(void **state)
         {302, "", NULL, NULL, AGAPE_OUTCOME_UNKNOWN, -1, "HTTP 302"},
     };
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
-        struct op o;
-        assert_int_equal(op_start(&o, SEND_EMAIL, msg_input), AGAPE_STEP_SEND);
+        struct harness_op o;
+        assert_int_equal(harness_op_start(&o, &g.prov, "send_email", SEND_EMAIL, msg_input),
+                         AGAPE_STEP_SEND);
         enum agape_step st = rows[i].hname
-                                 ? op_answer(&o, rows[i].status, rows[i].body, rows[i].hname,
-                                             rows[i].hvalue, NULL)
-                                 : op_answer(&o, rows[i].status, rows[i].body, NULL);
+                                 ? harness_op_answer_text(&o, rows[i].status, rows[i].body,
+                                                          rows[i].hname, rows[i].hvalue, NULL)
+                                 : harness_op_answer_text(&o, rows[i].status, rows[i].body, NULL);
         assert_int_equal(st, AGAPE_STEP_DONE);
         if (o.hc.pub.outcome != rows[i].outcome ||
             o.hc.pub.retry_after_ms != rows[i].retry_after_ms ||
@@ -494,47 +395,52 @@ static void test_error_table(void **state)
                      rows[i].status, o.hc.pub.outcome, o.hc.pub.retry_after_ms, o.hc.pub.err);
         }
         assert_null(json_object_get(o.hc.result, "provider_ref"));
-        op_end(&o);
+        harness_op_end(&o);
     }
 }
 
 static void test_rate_limit_reset_header(void **state)
 {
     (void)state;
-    struct op o;
+    struct harness_op o;
     char reset[32];
     int64_t now_s = client_wall_ms() / 1000;
     snprintf(reset, sizeof(reset), "%" PRId64, now_s + 30);
-    assert_int_equal(op_start(&o, SEND_EMAIL, msg_input), AGAPE_STEP_SEND);
-    assert_int_equal(op_answer(&o, 429, "{\"errors\":[{\"field\":null,\"message\":\"too many "
-                                        "requests\"}]}",
-                               "X-RateLimit-Reset", reset, NULL),
+    assert_int_equal(harness_op_start(&o, &g.prov, "send_email", SEND_EMAIL, msg_input),
+                     AGAPE_STEP_SEND);
+    assert_int_equal(harness_op_answer_text(&o, 429,
+                                            "{\"errors\":[{\"field\":null,\"message\":\"too many "
+                                            "requests\"}]}",
+                                            "X-RateLimit-Reset", reset, NULL),
                      AGAPE_STEP_DONE);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_RATE_LIMITED);
     assert_true(o.hc.pub.retry_after_ms > 28000 && o.hc.pub.retry_after_ms <= 30000);
-    op_end(&o);
+    harness_op_end(&o);
 
     /* A reset in the past: retry now. */
     snprintf(reset, sizeof(reset), "%" PRId64, now_s - 100);
-    assert_int_equal(op_start(&o, SEND_EMAIL, msg_input), AGAPE_STEP_SEND);
-    assert_int_equal(op_answer(&o, 429, "", "X-RateLimit-Reset", reset, NULL), AGAPE_STEP_DONE);
+    assert_int_equal(harness_op_start(&o, &g.prov, "send_email", SEND_EMAIL, msg_input),
+                     AGAPE_STEP_SEND);
+    assert_int_equal(harness_op_answer_text(&o, 429, "", "X-RateLimit-Reset", reset, NULL),
+                     AGAPE_STEP_DONE);
     assert_int_equal(o.hc.pub.retry_after_ms, 0);
-    op_end(&o);
+    harness_op_end(&o);
 }
 
 static void test_key_never_in_err(void **state)
 {
     (void)state;
-    struct op o;
-    assert_int_equal(op_start(&o, SEND_EMAIL, msg_input), AGAPE_STEP_SEND);
-    assert_int_equal(op_answer(&o, 401, "{\"errors\":[{\"message\":\"key " API_KEY
-                                        " is not valid\"}]}",
-                               NULL),
-                     AGAPE_STEP_DONE);
+    struct harness_op o;
+    assert_int_equal(harness_op_start(&o, &g.prov, "send_email", SEND_EMAIL, msg_input),
+                     AGAPE_STEP_SEND);
+    assert_int_equal(
+        harness_op_answer_text(
+            &o, 401, "{\"errors\":[{\"message\":\"key " API_KEY " is not valid\"}]}", NULL),
+        AGAPE_STEP_DONE);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_AUTH);
     assert_null(strstr(o.hc.pub.err, API_KEY));
     assert_non_null(strstr(o.hc.pub.err, "key [redacted] is not valid"));
-    op_end(&o);
+    harness_op_end(&o);
 }
 
 /* ---------------------------------------------------------------- */
@@ -620,12 +526,13 @@ static void test_webhook_tolerance(void **state)
                   "timestamp outside the tolerance zone");
     /* Tolerance 0: the 2020 vector is still good today. */
     char err[AGAPE_ERR_SIZE];
-    provider_fini();
-    assert_int_equal(provider_init(json_pack("{s:s, s:s, s:i}", "api_key", API_KEY,
-                                             "webhook_public_key", V_KEY, "webhook_tolerance_s",
-                                             0),
-                                   err, sizeof(err)),
-                     AGAPE_OK);
+    harness_provider_fini(&g);
+    assert_int_equal(
+        harness_provider_init(&g, "sendgrid",
+                              json_pack("{s:s, s:s, s:i}", "api_key", API_KEY, "webhook_public_key",
+                                        V_KEY, "webhook_tolerance_s", 0),
+                              err, sizeof(err)),
+        AGAPE_OK);
     expect_verify(V_PAYLOAD, V_SIG, V_TS, client_wall_ms() / 1000, AGAPE_OUTCOME_OK, "");
 }
 
@@ -633,15 +540,17 @@ static void test_webhook_other_key(void **state)
 {
     (void)state;
     char err[AGAPE_ERR_SIZE];
-    provider_fini();
-    assert_int_equal(provider_init(json_pack("{s:s, s:s}", "api_key", API_KEY,
-                                             "webhook_public_key", V_OTHER_KEY),
-                                   err, sizeof(err)),
+    harness_provider_fini(&g);
+    assert_int_equal(harness_provider_init(&g, "sendgrid",
+                                           json_pack("{s:s, s:s}", "api_key", API_KEY,
+                                                     "webhook_public_key", V_OTHER_KEY),
+                                           err, sizeof(err)),
                      AGAPE_OK);
     expect_verify(V_PAYLOAD, V_SIG, V_TS, V_T, AGAPE_OUTCOME_INVALID, "does not match");
-    provider_fini();
+    harness_provider_fini(&g);
     /* No key configured: every webhook is refused. */
-    assert_int_equal(provider_init(json_pack("{s:s}", "api_key", API_KEY), err, sizeof(err)),
+    assert_int_equal(harness_provider_init(&g, "sendgrid", json_pack("{s:s}", "api_key", API_KEY),
+                                           err, sizeof(err)),
                      AGAPE_OK);
     expect_verify(V_PAYLOAD, V_SIG, V_TS, V_T, AGAPE_OUTCOME_INVALID,
                   "webhook_public_key not configured");

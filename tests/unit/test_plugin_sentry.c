@@ -13,6 +13,7 @@
 #include "host.h"
 #include "options.h"
 #include "plugins.h"
+#include "plugin_harness.h"
 
 #include <fcntl.h>
 #include <jansson.h>
@@ -42,66 +43,26 @@
 /* ---------------------------------------------------------------- */
 /* Scaffolding                                                      */
 
-struct env {
-    struct plugin *pl;
-    struct provider prov;
-};
-
-static struct env g;
+static struct harness g;
 
 static int load_plugin(void **state)
 {
-    char err[AGAPE_ERR_SIZE] = "";
     (void)state;
-    if (plugin_load(AGAPE_PLUGIN_DIR "/sentry.so", &g.pl, err, sizeof(err)) != AGAPE_OK) {
-        fprintf(stderr, "plugin_load: %s\n", err);
-        return -1;
-    }
-    return 0;
+    return harness_load(&g, "sentry");
 }
 
 static int unload_plugin(void **state)
 {
     (void)state;
-    plugin_unload(g.pl);
-    g.pl = NULL;
+    harness_unload(&g);
     return 0;
-}
-
-static int provider_init(json_t *conf, char *err, size_t errlen)
-{
-    memset(&g.prov, 0, sizeof(g.prov));
-    pthread_mutex_init(&g.prov.cache_lock, NULL);
-    g.prov.name = (char *)"sentry";
-    g.prov.plugin = g.pl;
-    err[0] = '\0';
-    /* What the registry does before init: the table normalized per the
-     * plugin's option schema (a type error stops here, in the core's words). */
-    g.prov.conf = options_for_init("sentry", g.pl->desc->options, conf, err, errlen);
-    json_decref(conf);
-    if (g.prov.conf == NULL) {
-        return AGAPE_EINVAL;
-    }
-    int rc = g.pl->desc->init(host_table(), HOST_AJ(g.prov.conf), &g.prov.ctx, err, errlen);
-    g.prov.usable = rc == AGAPE_OK;
-    return rc;
-}
-
-static void provider_fini(void)
-{
-    if (g.prov.ctx) {
-        g.pl->desc->destroy(g.prov.ctx);
-    }
-    json_decref(g.prov.conf);
-    json_decref(g.prov.cache);
-    pthread_mutex_destroy(&g.prov.cache_lock);
-    memset(&g.prov, 0, sizeof(g.prov));
 }
 
 static void provider_dsn(const char *dsn)
 {
     char err[AGAPE_ERR_SIZE];
-    if (provider_init(json_pack("{s:s}", "dsn", dsn), err, sizeof(err)) != AGAPE_OK) {
+    if (harness_provider_init(&g, "sentry", json_pack("{s:s}", "dsn", dsn), err, sizeof(err)) !=
+        AGAPE_OK) {
         fail_msg("init with %s: %s", dsn, err);
     }
 }
@@ -116,71 +77,20 @@ static int setup_default(void **state)
 static int teardown_provider(void **state)
 {
     (void)state;
-    provider_fini();
+    harness_provider_fini(&g);
     return 0;
 }
 
-struct op {
-    struct client_xfer x;
-    struct host_call hc;
-};
-
-static enum agape_step report(struct op *o, const char *input_json)
+static enum agape_step report(struct harness_op *o, const char *input_json)
 {
-    json_error_t je;
-    json_t *in = json_loads(input_json, 0, &je);
-    if (in == NULL) {
-        fail_msg("bad test input: %s", je.text);
-    }
-    client_xfer_init(&o->x);
-    host_call_init(&o->hc, &g.prov, "report_error", in, &o->x);
-    json_decref(in);
-    return host_call_step(&o->hc, g.pl->desc->monitoring->report_error);
-}
-
-static enum agape_step answer(struct op *o, int status, const char *body, ...)
-{
-    va_list ap;
-    o->x.result = CLIENT_DONE;
-    o->x.status = status;
-    buf_reset(&o->x.resp_body);
-    assert_int_equal(buf_add(&o->x.resp_body, body, strlen(body)), AGAPE_OK);
-    va_start(ap, body);
-    for (;;) {
-        const char *name = va_arg(ap, const char *);
-        if (name == NULL) {
-            break;
-        }
-        const char *value = va_arg(ap, const char *);
-        o->x.resp_headers[o->x.n_resp_headers].name = strdup(name);
-        o->x.resp_headers[o->x.n_resp_headers].value = strdup(value);
-        o->x.n_resp_headers++;
-    }
-    va_end(ap);
-    host_call_answer(&o->hc);
-    return host_call_step(&o->hc, g.pl->desc->monitoring->report_error);
-}
-
-static void op_end(struct op *o)
-{
-    host_call_fini(&o->hc);
-    client_xfer_reset(&o->x);
-}
-
-static const char *req_header(const struct client_xfer *x, const char *name)
-{
-    for (int i = 0; i < x->n_req_headers; i++) {
-        if (strcasecmp(x->req_headers[i].name, name) == 0) {
-            return x->req_headers[i].value;
-        }
-    }
-    return NULL;
+    return harness_op_start(o, &g.prov, "report_error", g.pl->desc->monitoring->report_error,
+                            input_json);
 }
 
 /* The envelope's three lines (and the final newline), checked for shape:
  * copies into the out buffers (malloc'd). The item header's length must be
  * the exact byte length of the payload line. */
-static void split_envelope(const struct op *o, char **header, char **item, char **payload)
+static void split_envelope(const struct harness_op *o, char **header, char **item, char **payload)
 {
     const char *b = o->x.body;
     size_t len = o->x.body_len;
@@ -205,7 +115,7 @@ static void split_envelope(const struct op *o, char **header, char **item, char 
 }
 
 /* The event JSON the request carries (new reference). */
-static json_t *sent_event(const struct op *o)
+static json_t *sent_event(const struct harness_op *o)
 {
     char *h, *i, *p;
     split_envelope(o, &h, &i, &p);
@@ -246,17 +156,17 @@ static void test_descriptor(void **state)
 
 static void expect_url(const char *dsn, const char *url, const char *auth)
 {
-    struct op o;
+    struct harness_op o;
     provider_dsn(dsn);
     assert_int_equal(report(&o, "{\"message\":\"m\"}"), AGAPE_STEP_SEND);
     if (strcmp(o.x.url, url) != 0) {
         fail_msg("DSN %s: URL %s, wanted %s", dsn, o.x.url, url);
     }
     if (auth != NULL) {
-        assert_string_equal(req_header(&o.x, "X-Sentry-Auth"), auth);
+        assert_string_equal(harness_req_header(&o.x, "X-Sentry-Auth"), auth);
     }
-    op_end(&o);
-    provider_fini();
+    harness_op_end(&o);
+    harness_provider_fini(&g);
 }
 
 static void test_dsn_valid(void **state)
@@ -290,8 +200,9 @@ static void test_dsn_valid(void **state)
 static void expect_bad_dsn(const char *dsn, const char *reason)
 {
     char err[AGAPE_ERR_SIZE], want[AGAPE_ERR_SIZE];
-    assert_int_equal(provider_init(json_pack("{s:s}", "dsn", dsn), err, sizeof(err)),
-                     AGAPE_EINVAL);
+    assert_int_equal(
+        harness_provider_init(&g, "sentry", json_pack("{s:s}", "dsn", dsn), err, sizeof(err)),
+        AGAPE_EINVAL);
     assert_null(g.prov.ctx);
     snprintf(want, sizeof(want), "dsn: %s (SENTRY_DSN)", reason);
     if (strcmp(err, want) != 0) {
@@ -300,7 +211,7 @@ static void expect_bad_dsn(const char *dsn, const char *reason)
     /* The keys never reach the message. */
     assert_null(strstr(err, "foobar"));
     assert_null(strstr(err, "barbaz"));
-    provider_fini();
+    harness_provider_fini(&g);
 }
 
 static void test_dsn_invalid(void **state)
@@ -324,25 +235,29 @@ static void test_dsn_invalid(void **state)
     expect_bad_dsn("https://foobar@sentry.io/-1", "Invalid project in DSN ('-1')");
 
     char err[AGAPE_ERR_SIZE];
-    assert_int_equal(provider_init(json_pack("{s:s}", "dsn", "https://foo bar@sentry.io/1"), err,
-                                   sizeof(err)),
+    assert_int_equal(harness_provider_init(&g, "sentry",
+                                           json_pack("{s:s}", "dsn", "https://foo bar@sentry.io/1"),
+                                           err, sizeof(err)),
                      AGAPE_EINVAL);
     assert_non_null(strstr(err, "spaces or control characters"));
-    provider_fini();
-    assert_int_equal(provider_init(json_object(), err, sizeof(err)), AGAPE_EINVAL);
+    harness_provider_fini(&g);
+    assert_int_equal(harness_provider_init(&g, "sentry", json_object(), err, sizeof(err)),
+                     AGAPE_EINVAL);
     assert_string_equal(err, "dsn is required (set SENTRY_DSN)");
-    provider_fini();
-    assert_int_equal(provider_init(json_pack("{s:s, s:s}", "dsn", DSN, "release", "a/b"), err,
-                                   sizeof(err)),
+    harness_provider_fini(&g);
+    assert_int_equal(harness_provider_init(&g, "sentry",
+                                           json_pack("{s:s, s:s}", "dsn", DSN, "release", "a/b"),
+                                           err, sizeof(err)),
                      AGAPE_EINVAL);
     assert_non_null(strstr(err, "release"));
-    provider_fini();
-    assert_int_equal(provider_init(json_pack("{s:s, s:s}", "dsn", DSN, "send_default_pii",
-                                             "perhaps"),
-                                   err, sizeof(err)),
-                     AGAPE_EINVAL);
+    harness_provider_fini(&g);
+    assert_int_equal(
+        harness_provider_init(&g, "sentry",
+                              json_pack("{s:s, s:s}", "dsn", DSN, "send_default_pii", "perhaps"),
+                              err, sizeof(err)),
+        AGAPE_EINVAL);
     assert_non_null(strstr(err, "send_default_pii"));
-    provider_fini();
+    harness_provider_fini(&g);
 }
 
 /* ---------------------------------------------------------------- */
@@ -351,7 +266,7 @@ static void test_dsn_invalid(void **state)
 static void test_envelope_bytes(void **state)
 {
     (void)state;
-    struct op o;
+    struct harness_op o;
     int64_t before = (int64_t)time(NULL);
     assert_int_equal(report(&o, "{\"event_id\":\"9ec79c33ec9942ab8353589fcb2e04dc\","
                                 "\"timestamp\":\"2024-01-01T00:00:00Z\",\"message\":\"hello\"}"),
@@ -359,10 +274,10 @@ static void test_envelope_bytes(void **state)
     assert_string_equal(o.x.method, "POST");
     assert_string_equal(o.x.url, "https://o1.ingest.sentry.io/api/42/envelope/");
     assert_int_equal(o.x.n_req_headers, 3);
-    assert_string_equal(req_header(&o.x, "X-Sentry-Auth"),
+    assert_string_equal(harness_req_header(&o.x, "X-Sentry-Auth"),
                         "Sentry sentry_key=pk, sentry_version=7, sentry_client=agape/1.0.0");
-    assert_string_equal(req_header(&o.x, "User-Agent"), "agape/1.0.0");
-    assert_string_equal(req_header(&o.x, "Content-Type"), "application/x-sentry-envelope");
+    assert_string_equal(harness_req_header(&o.x, "User-Agent"), "agape/1.0.0");
+    assert_string_equal(harness_req_header(&o.x, "Content-Type"), "application/x-sentry-envelope");
 
     /* Line 1: sent_at is now, in RFC 3339 UTC with milliseconds. */
     char *h, *i, *p;
@@ -394,24 +309,26 @@ static void test_envelope_bytes(void **state)
     free(i);
     free(p);
 
-    assert_int_equal(answer(&o, 200, "{\"id\":\"9ec79c33ec9942ab8353589fcb2e04dc\"}", NULL),
-                     AGAPE_STEP_DONE);
+    assert_int_equal(
+        harness_op_answer_text(&o, 200, "{\"id\":\"9ec79c33ec9942ab8353589fcb2e04dc\"}", NULL),
+        AGAPE_STEP_DONE);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_OK);
     assert_int_equal(o.hc.pub.retry_after_ms, -1);
     assert_string_equal(json_string_value(json_object_get(o.hc.result, "event_id")),
                         "9ec79c33ec9942ab8353589fcb2e04dc");
-    op_end(&o);
+    harness_op_end(&o);
 }
 
 static void test_full_event(void **state)
 {
     (void)state;
     char err[AGAPE_ERR_SIZE];
-    assert_int_equal(provider_init(json_pack("{s:s, s:s, s:s}", "dsn", DSN, "environment",
-                                             "staging", "release", "agape@0.1.0"),
-                                   err, sizeof(err)),
+    assert_int_equal(harness_provider_init(&g, "sentry",
+                                           json_pack("{s:s, s:s, s:s}", "dsn", DSN, "environment",
+                                                     "staging", "release", "agape@0.1.0"),
+                                           err, sizeof(err)),
                      AGAPE_OK);
-    struct op o;
+    struct harness_op o;
     assert_int_equal(report(&o, "{\"event_id\":\"0123456789ABCDEF0123456789abcdef\","
                                 "\"level\":\"warning\",\"message\":\"caf\xc3\xa9 \\n down\","
                                 "\"exception\":{\"type\":\"ValueError\",\"value\":\"bad\"},"
@@ -441,14 +358,14 @@ static void test_full_event(void **state)
     free(h);
     free(i);
     free(p);
-    op_end(&o);
-    provider_fini();
+    harness_op_end(&o);
+    harness_provider_fini(&g);
 }
 
 static void test_input_rules(void **state)
 {
     (void)state;
-    struct op o;
+    struct harness_op o;
     /* No event_id: a random UUID4 in 32 lowercase hex; level error; now. */
     assert_int_equal(report(&o, "{\"exception\":{\"type\":\"Boom\"}}"), AGAPE_STEP_SEND);
     json_t *ev = sent_event(&o);
@@ -464,7 +381,7 @@ static void test_input_rules(void **state)
     assert_string_equal(exc, "{\"values\":[{\"type\":\"Boom\"}]}");
     free(exc);
     json_decref(ev);
-    op_end(&o);
+    harness_op_end(&o);
 
     static const struct {
         const char *input;
@@ -492,7 +409,7 @@ static void test_input_rules(void **state)
         if (strstr(o.hc.pub.err, bad[k].err) == NULL) {
             fail_msg("%s: err \"%s\" lacks \"%s\"", bad[k].input, o.hc.pub.err, bad[k].err);
         }
-        op_end(&o);
+        harness_op_end(&o);
     }
 
     /* Tags Sentry would refuse are dropped; the event still goes. */
@@ -510,13 +427,13 @@ static void test_input_rules(void **state)
     assert_string_equal(json_string_value(json_object_get(tags, "ok")), "1");
     assert_int_equal(strlen(json_string_value(json_object_get(tags, "long"))), 200);
     json_decref(ev);
-    op_end(&o);
+    harness_op_end(&o);
 }
 
 static void test_scrubbing(void **state)
 {
     (void)state;
-    struct op o;
+    struct harness_op o;
     assert_int_equal(
         report(&o, "{\"message\":\"charge failed for ana@example.com with card "
                    "4242 4242 4242 4242 key sk_live_abc123 and Authorization: Bearer "
@@ -554,7 +471,7 @@ static void test_scrubbing(void **state)
     assert_null(memmem(o.x.body, o.x.body_len, "4242", 4));
     assert_null(memmem(o.x.body, o.x.body_len, "10.0.0.1", 8));
     json_decref(ev);
-    op_end(&o);
+    harness_op_end(&o);
 
     /* More shapes. */
     static const struct {
@@ -585,7 +502,7 @@ static void test_scrubbing(void **state)
             fail_msg("scrub \"%s\": \"%s\", wanted \"%s\"", rows[k].in, got, rows[k].out);
         }
         json_decref(ev);
-        op_end(&o);
+        harness_op_end(&o);
     }
 }
 
@@ -593,10 +510,12 @@ static void test_send_default_pii(void **state)
 {
     (void)state;
     char err[AGAPE_ERR_SIZE];
-    assert_int_equal(provider_init(json_pack("{s:s, s:s}", "dsn", DSN, "send_default_pii", "true"),
-                                   err, sizeof(err)),
-                     AGAPE_OK);
-    struct op o;
+    assert_int_equal(
+        harness_provider_init(&g, "sentry",
+                              json_pack("{s:s, s:s}", "dsn", DSN, "send_default_pii", "true"), err,
+                              sizeof(err)),
+        AGAPE_OK);
+    struct harness_op o;
     assert_int_equal(report(&o, "{\"message\":\"write ana@example.com\",\"user\":{\"id\":\"42\","
                                 "\"email\":\"ana@example.com\",\"ip_address\":\"10.0.0.1\"}}"),
                      AGAPE_STEP_SEND);
@@ -610,8 +529,8 @@ static void test_send_default_pii(void **state)
                                                           "formatted")),
                         "write [Filtered]");
     json_decref(ev);
-    op_end(&o);
-    provider_fini();
+    harness_op_end(&o);
+    harness_provider_fini(&g);
 }
 
 /* ---------------------------------------------------------------- */
@@ -621,17 +540,17 @@ static void answer_row(int status, const char *body, const char *h1, const char 
                        const char *h2, const char *v2, enum agape_outcome outcome,
                        int64_t retry_after_ms, const char *err)
 {
-    struct op o;
+    struct harness_op o;
     assert_int_equal(report(&o, "{\"message\":\"m\",\"event_id\":"
                                 "\"9ec79c33ec9942ab8353589fcb2e04dc\"}"),
                      AGAPE_STEP_SEND);
     enum agape_step st;
     if (h2 != NULL) {
-        st = answer(&o, status, body, h1, v1, h2, v2, NULL);
+        st = harness_op_answer_text(&o, status, body, h1, v1, h2, v2, NULL);
     } else if (h1 != NULL) {
-        st = answer(&o, status, body, h1, v1, NULL);
+        st = harness_op_answer_text(&o, status, body, h1, v1, NULL);
     } else {
-        st = answer(&o, status, body, NULL);
+        st = harness_op_answer_text(&o, status, body, NULL);
     }
     assert_int_equal(st, AGAPE_STEP_DONE);
     if (o.hc.pub.outcome != outcome || o.hc.pub.retry_after_ms != retry_after_ms) {
@@ -647,7 +566,7 @@ static void answer_row(int status, const char *body, const char *h1, const char 
                             "9ec79c33ec9942ab8353589fcb2e04dc");
     }
     assert_null(strstr(o.hc.pub.err, "pk@"));
-    op_end(&o);
+    harness_op_end(&o);
 }
 
 static void test_answers(void **state)
@@ -700,137 +619,15 @@ static void test_answers(void **state)
 /* Against the emulator: build/mockprov started here, the real       */
 /* client (libcurl) sending what the plugin built.                  */
 
-struct live {
-    pid_t pid;
-    int port;
-    char dir[64];
-    char url[64];
-    struct client *client;
-};
-
-static void live_start(struct live *m)
-{
-    char bin[1024], pf[128];
-    memset(m, 0, sizeof(*m));
-    snprintf(bin, sizeof(bin), "%s/../mockprov", AGAPE_PLUGIN_DIR);
-    snprintf(m->dir, sizeof(m->dir), "/tmp/agape-obs-XXXXXX");
-    assert_non_null(mkdtemp(m->dir));
-    snprintf(pf, sizeof(pf), "%s/port", m->dir);
-    m->pid = fork();
-    assert_true(m->pid >= 0);
-    if (m->pid == 0) {
-        /* A failed assertion longjmps past live_stop: the emulator must not outlive us. */
-        prctl(PR_SET_PDEATHSIG, SIGTERM);
-        int fd = open("/dev/null", O_WRONLY);
-        dup2(fd, 1);
-        dup2(fd, 2);
-        execl(bin, bin, "--port", "0", "--port-file", pf, (char *)NULL);
-        _exit(127);
-    }
-    for (int i = 0; i < 500 && m->port == 0; i++) {
-        FILE *f = fopen(pf, "r");
-        char line[16] = "";
-        if (f != NULL) {
-            if (fgets(line, sizeof(line), f) != NULL) {
-                m->port = (int)strtol(line, NULL, 10);
-            }
-            fclose(f);
-        }
-        if (m->port == 0) {
-            struct timespec ts = {0, 10 * 1000 * 1000};
-            nanosleep(&ts, NULL);
-        }
-    }
-    if (m->port <= 0) {
-        fail_msg("%s did not start", bin);
-    }
-    unlink(pf);
-    snprintf(m->url, sizeof(m->url), "http://127.0.0.1:%d", m->port);
-    assert_int_equal(client_create(NULL, &m->client), AGAPE_OK);
-}
-
-static void live_stop(struct live *m)
-{
-    int status = 0;
-    client_destroy(m->client);
-    kill(m->pid, SIGTERM);
-    waitpid(m->pid, &status, 0);
-    rmdir(m->dir);
-    assert_true(WIFEXITED(status) && WEXITSTATUS(status) == 0);
-}
-
-struct waiter {
-    pthread_mutex_t mu;
-    pthread_cond_t cv;
-    bool done;
-};
-
-static void live_done(struct client_xfer *x, void *arg)
-{
-    struct waiter *w = arg;
-    (void)x;
-    pthread_mutex_lock(&w->mu);
-    w->done = true;
-    pthread_cond_signal(&w->cv);
-    pthread_mutex_unlock(&w->mu);
-}
-
-static void live_send(struct live *m, struct client_xfer *x)
-{
-    struct waiter w = {PTHREAD_MUTEX_INITIALIZER, PTHREAD_COND_INITIALIZER, false};
-    x->done = live_done;
-    x->arg = &w;
-    client_submit(m->client, x, 0);
-    pthread_mutex_lock(&w.mu);
-    while (!w.done) {
-        pthread_cond_wait(&w.cv, &w.mu);
-    }
-    pthread_mutex_unlock(&w.mu);
-    pthread_cond_destroy(&w.cv);
-    pthread_mutex_destroy(&w.mu);
-    if (x->result != CLIENT_DONE) {
-        fail_msg("%s: no answer (%s)", x->url, x->err);
-    }
-}
-
-/* Drive a started call to its end over HTTP. */
-static enum agape_step live_run(struct live *m, struct host_call *hc, agape_step_fn fn,
-                                enum agape_step st)
-{
-    while (st == AGAPE_STEP_SEND) {
-        live_send(m, hc->xfer);
-        host_call_answer(hc);
-        st = host_call_step(hc, fn);
-    }
-    return st;
-}
-
-/* GET /_mock/state/<what> (new reference). */
-static json_t *live_state(struct live *m, const char *what)
-{
-    struct client_xfer x;
-    char url[256];
-    client_xfer_init(&x);
-    snprintf(x.method, sizeof(x.method), "GET");
-    snprintf(url, sizeof(url), "%s/_mock/state/%s", m->url, what);
-    x.url = strdup(url);
-    live_send(m, &x);
-    assert_int_equal(x.status, 200);
-    json_t *j = json_loadb(x.resp_body.data, x.resp_body.len, 0, NULL);
-    assert_non_null(j);
-    client_xfer_reset(&x);
-    return j;
-}
-
-static void live_report(struct live *m, const char *dsn, const char *project)
+static void live_report(struct harness_mock *m, const char *dsn, const char *project)
 {
     char buf[128];
-    struct op o;
+    struct harness_op o;
     provider_dsn(dsn);
     enum agape_step st = report(&o, "{\"message\":\"paid by ana@example.com\",\"level\":\"info\","
                                     "\"tags\":{\"provider\":\"stripe\"},\"user\":{\"id\":\"42\","
                                     "\"email\":\"ana@example.com\"}}");
-    assert_int_equal(live_run(m, &o.hc, g.pl->desc->monitoring->report_error, st),
+    assert_int_equal(harness_mock_run(m, &o.hc, g.pl->desc->monitoring->report_error, st),
                      AGAPE_STEP_DONE);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_OK);
     const char *id = json_string_value(json_object_get(o.hc.result, "event_id"));
@@ -838,7 +635,7 @@ static void live_report(struct live *m, const char *dsn, const char *project)
 
     /* The emulator parsed the envelope (item length included) and kept the event. */
     snprintf(buf, sizeof(buf), "sentry.events/%s", id);
-    json_t *ev = live_state(m, buf);
+    json_t *ev = harness_mock_state(m, buf);
     assert_string_equal(json_string_value(json_object_get(ev, "event_id")), id);
     assert_string_equal(json_string_value(json_object_get(json_object_get(ev, "message"),
                                                           "formatted")),
@@ -849,27 +646,27 @@ static void live_report(struct live *m, const char *dsn, const char *project)
     json_decref(user);
     json_decref(ev);
     snprintf(buf, sizeof(buf), "sentry.envelopes/%s", id);
-    json_t *env = live_state(m, buf);
+    json_t *env = harness_mock_state(m, buf);
     assert_string_equal(json_string_value(json_object_get(env, "project")), project);
     assert_string_equal(json_string_value(json_object_get(env, "sentry_key")), "pk");
     assert_string_equal(json_string_value(json_object_get(json_object_get(env, "header"), "dsn")),
                         dsn);
     json_decref(env);
-    op_end(&o);
-    provider_fini();
+    harness_op_end(&o);
+    harness_provider_fini(&g);
 }
 
 static void test_against_mockprov(void **state)
 {
     (void)state;
-    struct live m;
+    struct harness_mock m;
     char dsn[128];
-    live_start(&m);
+    harness_mock_start(&m);
     snprintf(dsn, sizeof(dsn), "http://pk@127.0.0.1:%d/42", m.port);
     live_report(&m, dsn, "42");
     snprintf(dsn, sizeof(dsn), "http://pk:sk@127.0.0.1:%d/bam/7", m.port);
     live_report(&m, dsn, "7");
-    live_stop(&m);
+    harness_mock_stop(&m);
 }
 
 int main(void)

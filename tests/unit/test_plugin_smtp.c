@@ -13,6 +13,7 @@
 #include "host.h"
 #include "options.h"
 #include "plugins.h"
+#include "plugin_harness.h"
 
 #include <inttypes.h>
 #include <jansson.h>
@@ -31,11 +32,8 @@
 /* ---------------------------------------------------------------- */
 /* Scaffolding                                                      */
 
-static struct {
-    struct plugin *pl;
-    struct provider prov;
-    struct agape_host host; /* host_table() with now_ms pinned */
-} g;
+static struct harness g;
+static struct agape_host g_host; /* host_table() with now_ms pinned */
 
 static int64_t pinned_now(void)
 {
@@ -44,60 +42,26 @@ static int64_t pinned_now(void)
 
 static int load_plugin(void **state)
 {
-    char err[AGAPE_ERR_SIZE] = "";
     (void)state;
-    int rc = plugin_load(AGAPE_PLUGIN_DIR "/smtp.so", &g.pl, err, sizeof(err));
-    if (rc != AGAPE_OK) {
-        fprintf(stderr, "plugin_load: %s\n", err);
+    if (harness_load(&g, "smtp") != 0) {
         return -1;
     }
-    g.host = *host_table();
-    g.host.now_ms = pinned_now;
+    g_host = *host_table();
+    g_host.now_ms = pinned_now;
     return 0;
 }
 
 static int unload_plugin(void **state)
 {
     (void)state;
-    plugin_unload(g.pl);
-    g.pl = NULL;
+    harness_unload(&g);
     return 0;
-}
-
-static int provider_init(json_t *conf, char *err, size_t errlen)
-{
-    memset(&g.prov, 0, sizeof(g.prov));
-    pthread_mutex_init(&g.prov.cache_lock, NULL);
-    g.prov.name = (char *)"smtp";
-    g.prov.plugin = g.pl;
-    err[0] = '\0';
-    /* What the registry does before init: the table normalized per the
-     * plugin's option schema (a type error stops here, in the core's words). */
-    g.prov.conf = options_for_init("smtp", g.pl->desc->options, conf, err, errlen);
-    json_decref(conf);
-    if (g.prov.conf == NULL) {
-        return AGAPE_EINVAL;
-    }
-    int rc = g.pl->desc->init(host_table(), HOST_AJ(g.prov.conf), &g.prov.ctx, err, errlen);
-    g.prov.usable = rc == AGAPE_OK;
-    return rc;
-}
-
-static void provider_fini(void)
-{
-    if (g.prov.ctx) {
-        g.pl->desc->destroy(g.prov.ctx);
-    }
-    json_decref(g.prov.conf);
-    json_decref(g.prov.cache);
-    pthread_mutex_destroy(&g.prov.cache_lock);
-    memset(&g.prov, 0, sizeof(g.prov));
 }
 
 static int init_ok(json_t *conf)
 {
     char err[AGAPE_ERR_SIZE];
-    if (provider_init(conf, err, sizeof(err)) != AGAPE_OK) {
+    if (harness_provider_init(&g, "smtp", conf, err, sizeof(err)) != AGAPE_OK) {
         fprintf(stderr, "init: %s\n", err);
         return -1;
     }
@@ -116,61 +80,24 @@ static int setup_default(void **state)
 static int teardown_provider(void **state)
 {
     (void)state;
-    provider_fini();
+    harness_provider_fini(&g);
     return 0;
 }
 
-struct op {
-    struct client_xfer x;
-    struct host_call hc;
-};
-
 #define SEND_EMAIL (g.pl->desc->messaging->send_email)
 
-static enum agape_step op_start(struct op *o, const char *input_json)
+static enum agape_step op_start(struct harness_op *o, const char *input_json)
 {
-    json_error_t je;
-    json_t *in = json_loads(input_json, 0, &je);
-    if (in == NULL) {
-        fail_msg("bad test input: %s", je.text);
-    }
-    client_xfer_init(&o->x);
-    host_call_init(&o->hc, &g.prov, "send_email", in, &o->x);
-    json_decref(in);
-    o->hc.pub.host = &g.host;
-    return host_call_step(&o->hc, SEND_EMAIL);
+    harness_op_prepare(o, &g.prov, "send_email", SEND_EMAIL, input_json);
+    o->hc.pub.host = &g_host;
+    return host_call_step(&o->hc, o->fn);
 }
 
 /* The core's client reports an SMTP transfer with the last reply code. */
-static enum agape_step op_reply(struct op *o, int code)
+static enum agape_step op_reply(struct harness_op *o, int code)
 {
-    o->x.result = CLIENT_DONE;
-    o->x.status = code;
-    buf_reset(&o->x.resp_body);
-    buf_add(&o->x.resp_body, "", 0);
-    host_call_answer(&o->hc);
-    return host_call_step(&o->hc, SEND_EMAIL);
-}
-
-static void op_end(struct op *o)
-{
-    host_call_fini(&o->hc);
-    client_xfer_reset(&o->x);
-}
-
-static const char *req_header(const struct client_xfer *x, const char *name)
-{
-    for (int i = 0; i < x->n_req_headers; i++) {
-        if (strcasecmp(x->req_headers[i].name, name) == 0) {
-            return x->req_headers[i].value;
-        }
-    }
-    return NULL;
-}
-
-static const char *res_str(struct op *o, const char *key)
-{
-    return json_string_value(json_object_get(o->hc.result, key));
+    harness_set_answer(&o->x, code, "", 0);
+    return harness_op_resume(o);
 }
 
 static void assert_message(const struct client_xfer *x, const char *expect)
@@ -224,12 +151,12 @@ static void test_descriptor(void **state)
 static void expect_init_error(json_t *conf, const char *needle)
 {
     char err[AGAPE_ERR_SIZE];
-    assert_int_not_equal(provider_init(conf, err, sizeof(err)), AGAPE_OK);
+    assert_int_not_equal(harness_provider_init(&g, "smtp", conf, err, sizeof(err)), AGAPE_OK);
     assert_null(g.prov.ctx);
     if (strstr(err, needle) == NULL) {
         fail_msg("init error \"%s\" lacks \"%s\"", err, needle);
     }
-    provider_fini();
+    harness_provider_fini(&g);
 }
 
 static void test_init(void **state)
@@ -252,7 +179,7 @@ static void test_init(void **state)
     /* starttls from env() is a string; "0" and "" mean no. */
     assert_int_equal(init_ok(json_pack("{s:s, s:s}", "url", "smtps://m:465", "starttls", "0")),
                      0);
-    provider_fini();
+    harness_provider_fini(&g);
 }
 
 /* ---------------------------------------------------------------- */
@@ -261,7 +188,7 @@ static void test_init(void **state)
 static void test_text_message(void **state)
 {
     (void)state;
-    struct op o;
+    struct harness_op o;
     assert_int_equal(op_start(&o, "{\"message_id\":\"msg_1\",\"to\":\"ana@example.com\","
                                   "\"subject\":\"Welcome\",\"text\":\"Hi Ana,\\nwelcome.\\n\","
                                   "\"idempotency_key\":\"k1\"}"),
@@ -273,7 +200,7 @@ static void test_text_message(void **state)
     assert_string_equal(o.x.mail_rcpt[0], "ana@example.com");
     assert_true(o.x.mail_require_tls);
     assert_string_equal(o.x.userpwd, "agape:s3cret");
-    assert_string_equal(req_header(&o.x, "Content-Type"), "message/rfc822");
+    assert_string_equal(harness_req_header(&o.x, "Content-Type"), "message/rfc822");
     assert_message(&o.x, "Date: Sat, 28 Nov 2026 10:00:00 +0000\r\n"
                          "From: noreply@example.com\r\n"
                          "To: ana@example.com\r\n"
@@ -284,13 +211,13 @@ static void test_text_message(void **state)
                          "Content-Transfer-Encoding: base64\r\n"
                          "\r\n"
                          "SGkgQW5hLA0Kd2VsY29tZS4NCg==\r\n");
-    op_end(&o);
+    harness_op_end(&o);
 }
 
 static void test_html_message_with_name(void **state)
 {
     (void)state;
-    struct op o;
+    struct harness_op o;
     assert_int_equal(op_start(&o, "{\"message_id\":\"msg_2\",\"to\":\"ana@example.com\","
                                   "\"from\":\"billing@example.com\",\"from_name\":"
                                   "\"Agape \\\"Billing\\\"\",\"subject\":\"Your receipt\","
@@ -307,7 +234,7 @@ static void test_html_message_with_name(void **state)
                          "Content-Transfer-Encoding: base64\r\n"
                          "\r\n"
                          "PHA+UGFpZDwvcD4=\r\n");
-    op_end(&o);
+    harness_op_end(&o);
 }
 
 /* Non-ASCII subject and name as RFC 2047 encoded words, folded at 76, each
@@ -319,7 +246,7 @@ static void test_html_message_with_name(void **state)
 static void test_multipart_encoded(void **state)
 {
     (void)state;
-    struct op o;
+    struct harness_op o;
     assert_int_equal(
         op_start(&o, "{\"message_id\":\"msg_3\",\"to\":\"ana@example.com\","
                      "\"from_name\":\"Jos\\u00e9 da Agape\","
@@ -353,7 +280,7 @@ static void test_multipart_encoded(void **state)
         "PHA+T2zDoSBBbmEsIGVzdGEgw6kgdW1hIGxpbmhhIGRlIEhUTUwgYmFzdGFudGUgbG9uZ2EgcGFy\r\n"
         "YSBwYXNzYXIgZG9zIHNldGVudGEgZSBzZWlzIGNhcmFjdGVyZXMuPC9wPg==\r\n"
         "--=_agape_" BOUNDARY "--\r\n");
-    op_end(&o);
+    harness_op_end(&o);
 }
 
 /* A subject of two-byte characters only: every encoded word must decode to
@@ -361,7 +288,7 @@ static void test_multipart_encoded(void **state)
 static void test_subject_words_hold_whole_characters(void **state)
 {
     (void)state;
-    struct op o;
+    struct harness_op o;
     struct agape_buf in;
     buf_init(&in, 0);
     buf_adds(&in, "{\"message_id\":\"m\",\"to\":\"ana@example.com\",\"text\":\"t\","
@@ -402,12 +329,12 @@ static void test_subject_words_hold_whole_characters(void **state)
     }
     assert_int_equal(decoded, 200);
     assert_true(words >= 5);
-    op_end(&o);
+    harness_op_end(&o);
 }
 
 static void expect_refused(const char *input, const char *needle)
 {
-    struct op o;
+    struct harness_op o;
     assert_int_equal(op_start(&o, input), AGAPE_STEP_FAIL);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_INVALID);
     assert_null(o.x.url);
@@ -415,7 +342,7 @@ static void expect_refused(const char *input, const char *needle)
     if (strstr(o.hc.pub.err, needle) == NULL) {
         fail_msg("err \"%s\" lacks \"%s\"", o.hc.pub.err, needle);
     }
-    op_end(&o);
+    harness_op_end(&o);
 }
 
 static void test_header_injection(void **state)
@@ -465,7 +392,7 @@ static void test_refused_inputs(void **state)
 static void test_plain_config(void **state)
 {
     (void)state;
-    struct op o;
+    struct harness_op o;
     /* No AUTH, no STARTTLS, implicit TLS, no default sender. */
     assert_int_equal(init_ok(json_pack("{s:s}", "url", "smtps://mail.example.com:465")), 0);
     expect_refused("{\"message_id\":\"m\",\"to\":\"ana@example.com\",\"subject\":\"s\","
@@ -477,8 +404,8 @@ static void test_plain_config(void **state)
     assert_string_equal(o.x.url, "smtps://mail.example.com:465");
     assert_null(o.x.userpwd);
     assert_false(o.x.mail_require_tls);
-    op_end(&o);
-    provider_fini();
+    harness_op_end(&o);
+    harness_provider_fini(&g);
 }
 
 /* ---------------------------------------------------------------- */
@@ -502,7 +429,7 @@ static void test_replies(void **state)
         {0, AGAPE_OUTCOME_UNKNOWN},       {354, AGAPE_OUTCOME_UNKNOWN},
     };
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
-        struct op o;
+        struct harness_op o;
         assert_int_equal(op_start(&o, "{\"message_id\":\"msg_1\",\"to\":\"ana@example.com\","
                                       "\"subject\":\"s\",\"text\":\"t\"}"),
                          AGAPE_STEP_SEND);
@@ -512,20 +439,20 @@ static void test_replies(void **state)
                      rows[i].outcome);
         }
         if (rows[i].outcome == AGAPE_OUTCOME_OK) {
-            assert_string_equal(res_str(&o, "provider_ref"), "<msg_1@agape>");
-            assert_string_equal(res_str(&o, "status"), "sent");
+            assert_string_equal(harness_res_str(&o, "provider_ref"), "<msg_1@agape>");
+            assert_string_equal(harness_res_str(&o, "status"), "sent");
             assert_string_equal(o.hc.pub.err, "");
         } else {
-            assert_null(res_str(&o, "provider_ref"));
+            assert_null(harness_res_str(&o, "provider_ref"));
             assert_true(strlen(o.hc.pub.err) > 0);
             assert_null(strstr(o.hc.pub.err, "s3cret"));
         }
         if (rows[i].outcome == AGAPE_OUTCOME_DECLINED) {
-            assert_string_equal(res_str(&o, "status"), "failed");
+            assert_string_equal(harness_res_str(&o, "status"), "failed");
             assert_int_equal(json_integer_value(json_object_get(o.hc.result, "error_code")),
                              rows[i].code);
         }
-        op_end(&o);
+        harness_op_end(&o);
     }
 }
 

@@ -10,6 +10,7 @@
 #include "host.h"
 #include "options.h"
 #include "plugins.h"
+#include "plugin_harness.h"
 
 #include <inttypes.h>
 #include <jansson.h>
@@ -29,63 +30,19 @@
 /* ---------------------------------------------------------------- */
 /* Scaffolding                                                      */
 
-struct env {
-    struct plugin *pl;
-    struct provider prov;
-};
-
-static struct env g; /* the loaded plugin; a provider is made per test */
+static struct harness g; /* the loaded plugin; a provider is made per test */
 
 static int load_plugin(void **state)
 {
-    char err[AGAPE_ERR_SIZE] = "";
     (void)state;
-    int rc = plugin_load(AGAPE_PLUGIN_DIR "/stripe.so", &g.pl, err, sizeof(err));
-    if (rc != AGAPE_OK) {
-        fprintf(stderr, "plugin_load: %s\n", err);
-        return -1;
-    }
-    return 0;
+    return harness_load(&g, "stripe");
 }
 
 static int unload_plugin(void **state)
 {
     (void)state;
-    plugin_unload(g.pl);
-    g.pl = NULL;
+    harness_unload(&g);
     return 0;
-}
-
-/* Make the provider from a conf object (the reference is taken). Returns the
- * init rc; err receives init's reason. */
-static int provider_init(json_t *conf, char *err, size_t errlen)
-{
-    memset(&g.prov, 0, sizeof(g.prov));
-    pthread_mutex_init(&g.prov.cache_lock, NULL);
-    g.prov.name = (char *)"stripe";
-    g.prov.plugin = g.pl;
-    err[0] = '\0';
-    /* What the registry does before init: the table normalized per the
-     * plugin's option schema (a type error stops here, in the core's words). */
-    g.prov.conf = options_for_init("stripe", g.pl->desc->options, conf, err, errlen);
-    json_decref(conf);
-    if (g.prov.conf == NULL) {
-        return AGAPE_EINVAL;
-    }
-    int rc = g.pl->desc->init(host_table(), HOST_AJ(g.prov.conf), &g.prov.ctx, err, errlen);
-    g.prov.usable = rc == AGAPE_OK;
-    return rc;
-}
-
-static void provider_fini(void)
-{
-    if (g.prov.ctx) {
-        g.pl->desc->destroy(g.prov.ctx);
-    }
-    json_decref(g.prov.conf);
-    json_decref(g.prov.cache);
-    pthread_mutex_destroy(&g.prov.cache_lock);
-    memset(&g.prov, 0, sizeof(g.prov));
 }
 
 /* The default provider: a test key, nothing else configured. */
@@ -93,8 +50,9 @@ static int setup_default(void **state)
 {
     char err[AGAPE_ERR_SIZE];
     (void)state;
-    return provider_init(json_pack("{s:s, s:s}", "secret_key", SK, "webhook_secret", WHSEC), err,
-                         sizeof(err)) == AGAPE_OK
+    return harness_provider_init(&g, "stripe",
+                                 json_pack("{s:s, s:s}", "secret_key", SK, "webhook_secret", WHSEC),
+                                 err, sizeof(err)) == AGAPE_OK
                ? 0
                : -1;
 }
@@ -102,123 +60,36 @@ static int setup_default(void **state)
 static int teardown_provider(void **state)
 {
     (void)state;
-    provider_fini();
+    harness_provider_fini(&g);
     return 0;
-}
-
-/* One operation in flight. */
-struct op {
-    struct client_xfer x;
-    struct host_call hc;
-    agape_step_fn fn;
-};
-
-static enum agape_step op_start(struct op *o, const char *name, agape_step_fn fn,
-                                const char *input_json)
-{
-    json_error_t je;
-    json_t *in = json_loads(input_json, 0, &je);
-    if (in == NULL) {
-        fail_msg("bad test input: %s", je.text);
-    }
-    client_xfer_init(&o->x);
-    host_call_init(&o->hc, &g.prov, name, in, &o->x);
-    json_decref(in);
-    o->fn = fn;
-    return host_call_step(&o->hc, fn);
-}
-
-/* Answer the request with status, body and NULL-terminated name/value pairs. */
-static enum agape_step op_answer(struct op *o, int status, const char *body, size_t len, ...)
-{
-    va_list ap;
-    o->x.result = CLIENT_DONE;
-    o->x.status = status;
-    buf_reset(&o->x.resp_body);
-    assert_int_equal(buf_add(&o->x.resp_body, body, len), AGAPE_OK);
-    va_start(ap, len);
-    for (;;) {
-        const char *name = va_arg(ap, const char *);
-        if (name == NULL) {
-            break;
-        }
-        const char *value = va_arg(ap, const char *);
-        assert_true(o->x.n_resp_headers < CLIENT_MAX_HEADERS);
-        o->x.resp_headers[o->x.n_resp_headers].name = strdup(name);
-        o->x.resp_headers[o->x.n_resp_headers].value = strdup(value);
-        o->x.n_resp_headers++;
-    }
-    va_end(ap);
-    host_call_answer(&o->hc);
-    return host_call_step(&o->hc, o->fn);
-}
-
-static void op_end(struct op *o)
-{
-    host_call_fini(&o->hc);
-    client_xfer_reset(&o->x);
-}
-
-static const char *req_header(const struct client_xfer *x, const char *name)
-{
-    for (int i = 0; i < x->n_req_headers; i++) {
-        if (strcasecmp(x->req_headers[i].name, name) == 0) {
-            return x->req_headers[i].value;
-        }
-    }
-    return NULL;
-}
-
-static const char *res_str(struct op *o, const char *key)
-{
-    return json_string_value(json_object_get(o->hc.result, key));
-}
-
-/* A fixture file, whole; free() it. */
-static char *fixture(const char *name, size_t *len)
-{
-    char path[1024];
-    snprintf(path, sizeof(path), "%s/stripe/%s", AGAPE_FIXTURES, name);
-    FILE *f = fopen(path, "rb");
-    if (f == NULL) {
-        fail_msg("cannot open %s", path);
-    }
-    struct agape_buf b;
-    buf_init(&b, 0);
-    char chunk[4096];
-    size_t n;
-    while ((n = fread(chunk, 1, sizeof(chunk), f)) > 0) {
-        buf_add(&b, chunk, n);
-    }
-    fclose(f);
-    assert_int_equal(b.error, AGAPE_OK);
-    *len = b.len;
-    return buf_take(&b);
 }
 
 /* Charge with the fixture answer `file` and status; returns the op, ended
  * by the caller. */
-static void charge_answer_fixture(struct op *o, int status, const char *file, const char *h1,
-                                  const char *v1)
+static void charge_answer_fixture(struct harness_op *o, int status, const char *file,
+                                  const char *h1, const char *v1)
 {
     size_t len;
-    char *body = fixture(file, &len);
-    assert_int_equal(op_start(o, "charge", g.pl->desc->payment->charge,
-                              "{\"payment_id\":\"pay_1\",\"amount\":1099,\"currency\":\"usd\","
-                              "\"idempotency_key\":\"idem-1\"}"),
-                     AGAPE_STEP_SEND);
-    assert_int_equal(op_answer(o, status, body, len, h1, v1, NULL), AGAPE_STEP_DONE);
+    char *body = harness_fixture("stripe", file, &len);
+    assert_int_equal(
+        harness_op_start(o, &g.prov, "charge", g.pl->desc->payment->charge,
+                         "{\"payment_id\":\"pay_1\",\"amount\":1099,\"currency\":\"usd\","
+                         "\"idempotency_key\":\"idem-1\"}"),
+        AGAPE_STEP_SEND);
+    assert_int_equal(harness_op_answer(o, status, body, len, h1, v1, NULL), AGAPE_STEP_DONE);
     free(body);
 }
 
-static void charge_answer_text(struct op *o, int status, const char *body, const char *h1,
+static void charge_answer_text(struct harness_op *o, int status, const char *body, const char *h1,
                                const char *v1)
 {
-    assert_int_equal(op_start(o, "charge", g.pl->desc->payment->charge,
-                              "{\"payment_id\":\"pay_1\",\"amount\":1099,\"currency\":\"usd\","
-                              "\"idempotency_key\":\"idem-1\"}"),
-                     AGAPE_STEP_SEND);
-    assert_int_equal(op_answer(o, status, body, strlen(body), h1, v1, NULL), AGAPE_STEP_DONE);
+    assert_int_equal(
+        harness_op_start(o, &g.prov, "charge", g.pl->desc->payment->charge,
+                         "{\"payment_id\":\"pay_1\",\"amount\":1099,\"currency\":\"usd\","
+                         "\"idempotency_key\":\"idem-1\"}"),
+        AGAPE_STEP_SEND);
+    assert_int_equal(harness_op_answer(o, status, body, strlen(body), h1, v1, NULL),
+                     AGAPE_STEP_DONE);
 }
 
 /* ---------------------------------------------------------------- */
@@ -259,12 +130,12 @@ static void test_descriptor(void **state)
 static void expect_init_error(json_t *conf, const char *needle)
 {
     char err[AGAPE_ERR_SIZE];
-    assert_int_not_equal(provider_init(conf, err, sizeof(err)), AGAPE_OK);
+    assert_int_not_equal(harness_provider_init(&g, "stripe", conf, err, sizeof(err)), AGAPE_OK);
     assert_null(g.prov.ctx);
     if (strstr(err, needle) == NULL) {
         fail_msg("init error \"%s\" lacks \"%s\"", err, needle);
     }
-    provider_fini();
+    harness_provider_fini(&g);
 }
 
 static void test_init_errors(void **state)
@@ -276,12 +147,13 @@ static void test_init_errors(void **state)
                       "secret_key: expected a string (STRIPE_SECRET_KEY)");
     /* A publishable key in the wrong place: refused, and never echoed. */
     char err[AGAPE_ERR_SIZE];
-    assert_int_equal(provider_init(json_pack("{s:s}", "secret_key", "pk_test_abcdefgh"), err,
-                                   sizeof(err)),
+    assert_int_equal(harness_provider_init(&g, "stripe",
+                                           json_pack("{s:s}", "secret_key", "pk_test_abcdefgh"),
+                                           err, sizeof(err)),
                      AGAPE_EINVAL);
     assert_non_null(strstr(err, "sk_ or rk_"));
     assert_null(strstr(err, "pk_test_abcdefgh"));
-    provider_fini();
+    harness_provider_fini(&g);
     expect_init_error(json_pack("{s:s, s:s}", "secret_key", SK, "base_url", "ftp://x"),
                       "base_url: expected an http:// or https:// URL");
     expect_init_error(json_pack("{s:s, s:s}", "secret_key", SK, "base_url", "https://"),
@@ -294,10 +166,11 @@ static void test_init_errors(void **state)
                       "api_version");
 
     /* A restricted key is fine. */
-    assert_int_equal(provider_init(json_pack("{s:s}", "secret_key", "rk_test_abc"), err,
-                                   sizeof(err)),
+    assert_int_equal(harness_provider_init(&g, "stripe",
+                                           json_pack("{s:s}", "secret_key", "rk_test_abc"), err,
+                                           sizeof(err)),
                      AGAPE_OK);
-    provider_fini();
+    harness_provider_fini(&g);
 }
 
 /* ---------------------------------------------------------------- */
@@ -314,16 +187,18 @@ static const char charge_input[] =
 static void test_charge_request(void **state)
 {
     (void)state;
-    struct op o;
-    assert_int_equal(op_start(&o, "charge", g.pl->desc->payment->charge, charge_input),
-                     AGAPE_STEP_SEND);
+    struct harness_op o;
+    assert_int_equal(
+        harness_op_start(&o, &g.prov, "charge", g.pl->desc->payment->charge, charge_input),
+        AGAPE_STEP_SEND);
     assert_string_equal(o.x.method, "POST");
     assert_string_equal(o.x.url, "https://api.stripe.com/v1/payment_intents");
     assert_int_equal(o.x.n_req_headers, 3);
-    assert_string_equal(req_header(&o.x, "Authorization"), "Bearer " SK);
-    assert_string_equal(req_header(&o.x, "Idempotency-Key"), "gw-pay_1-charge-stripe");
-    assert_string_equal(req_header(&o.x, "Content-Type"), "application/x-www-form-urlencoded");
-    assert_null(req_header(&o.x, "Stripe-Version"));
+    assert_string_equal(harness_req_header(&o.x, "Authorization"), "Bearer " SK);
+    assert_string_equal(harness_req_header(&o.x, "Idempotency-Key"), "gw-pay_1-charge-stripe");
+    assert_string_equal(harness_req_header(&o.x, "Content-Type"),
+                        "application/x-www-form-urlencoded");
+    assert_null(harness_req_header(&o.x, "Stripe-Version"));
     assert_null(o.x.userpwd);
     /* customer.id is ours (usr_…), so no customer=; return_url is only valid
      * with confirm=true, which the gateway does not send. */
@@ -333,73 +208,77 @@ static void test_charge_request(void **state)
                           "&metadata[agape_payment_id]=pay_1&metadata[user_id]=42";
     assert_int_equal(o.x.body_len, strlen(expect));
     assert_memory_equal(o.x.body, expect, strlen(expect));
-    op_end(&o);
+    harness_op_end(&o);
 }
 
 static void test_charge_request_customer(void **state)
 {
     (void)state;
-    struct op o;
-    assert_int_equal(op_start(&o, "charge", g.pl->desc->payment->charge,
-                              "{\"payment_id\":\"pay_2\",\"amount\":2000,\"currency\":\"eur\","
-                              "\"customer\":{\"id\":\"cus_NffrFeUfNV2Hib\"},"
-                              "\"metadata\":{\"order id\":\"A-17/ü\",\"z\":\"\"},"
-                              "\"idempotency_key\":\"k2\"}"),
-                     AGAPE_STEP_SEND);
+    struct harness_op o;
+    assert_int_equal(
+        harness_op_start(&o, &g.prov, "charge", g.pl->desc->payment->charge,
+                         "{\"payment_id\":\"pay_2\",\"amount\":2000,\"currency\":\"eur\","
+                         "\"customer\":{\"id\":\"cus_NffrFeUfNV2Hib\"},"
+                         "\"metadata\":{\"order id\":\"A-17/ü\",\"z\":\"\"},"
+                         "\"idempotency_key\":\"k2\"}"),
+        AGAPE_STEP_SEND);
     const char expect[] = "amount=2000&currency=eur&customer=cus_NffrFeUfNV2Hib"
                           "&automatic_payment_methods[enabled]=true"
                           "&metadata[agape_payment_id]=pay_2"
                           "&metadata[order%20id]=A-17%2F%C3%BC&metadata[z]=";
     assert_string_equal(o.x.body, expect);
     assert_int_equal(o.x.body_len, strlen(expect));
-    op_end(&o);
+    harness_op_end(&o);
 }
 
 static void test_charge_request_configured(void **state)
 {
     (void)state;
     char err[AGAPE_ERR_SIZE];
-    provider_fini();
-    assert_int_equal(provider_init(json_pack("{s:s, s:s, s:s}", "secret_key", SK, "base_url",
-                                             "http://127.0.0.1:12111//", "api_version",
-                                             "2023-08-16"),
-                                   err, sizeof(err)),
-                     AGAPE_OK);
-    struct op o;
-    assert_int_equal(op_start(&o, "charge", g.pl->desc->payment->charge, charge_input),
-                     AGAPE_STEP_SEND);
+    harness_provider_fini(&g);
+    assert_int_equal(
+        harness_provider_init(&g, "stripe",
+                              json_pack("{s:s, s:s, s:s}", "secret_key", SK, "base_url",
+                                        "http://127.0.0.1:12111//", "api_version", "2023-08-16"),
+                              err, sizeof(err)),
+        AGAPE_OK);
+    struct harness_op o;
+    assert_int_equal(
+        harness_op_start(&o, &g.prov, "charge", g.pl->desc->payment->charge, charge_input),
+        AGAPE_STEP_SEND);
     assert_string_equal(o.x.url, "http://127.0.0.1:12111/v1/payment_intents");
-    assert_string_equal(req_header(&o.x, "Stripe-Version"), "2023-08-16");
+    assert_string_equal(harness_req_header(&o.x, "Stripe-Version"), "2023-08-16");
     assert_int_equal(o.x.n_req_headers, 4);
-    op_end(&o);
+    harness_op_end(&o);
 }
 
 static void test_charge_zero_decimal(void **state)
 {
     (void)state;
-    struct op o;
-    assert_int_equal(op_start(&o, "charge", g.pl->desc->payment->charge,
-                              "{\"payment_id\":\"pay_3\",\"amount\":1999,\"currency\":\"jpy\","
-                              "\"idempotency_key\":\"k3\"}"),
-                     AGAPE_STEP_SEND);
+    struct harness_op o;
+    assert_int_equal(
+        harness_op_start(&o, &g.prov, "charge", g.pl->desc->payment->charge,
+                         "{\"payment_id\":\"pay_3\",\"amount\":1999,\"currency\":\"jpy\","
+                         "\"idempotency_key\":\"k3\"}"),
+        AGAPE_STEP_SEND);
     assert_string_equal(o.x.body, "amount=1999&currency=jpy"
                                   "&automatic_payment_methods[enabled]=true"
                                   "&metadata[agape_payment_id]=pay_3");
-    op_end(&o);
+    harness_op_end(&o);
 }
 
 /* The step fails before any request: outcome INVALID, err contains needle. */
 static void expect_charge_invalid(const char *input, const char *needle)
 {
-    struct op o;
-    assert_int_equal(op_start(&o, "charge", g.pl->desc->payment->charge, input),
+    struct harness_op o;
+    assert_int_equal(harness_op_start(&o, &g.prov, "charge", g.pl->desc->payment->charge, input),
                      AGAPE_STEP_FAIL);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_INVALID);
     assert_null(o.x.url); /* nothing built */
     if (strstr(o.hc.pub.err, needle) == NULL) {
         fail_msg("err \"%s\" lacks \"%s\"", o.hc.pub.err, needle);
     }
-    op_end(&o);
+    harness_op_end(&o);
 }
 
 static void test_charge_currency_rules(void **state)
@@ -429,19 +308,19 @@ static void test_charge_currency_rules(void **state)
                           "payment_id is required");
 
     /* The valid neighbours go out unchanged. */
-    struct op o;
-    assert_int_equal(op_start(&o, "charge", g.pl->desc->payment->charge,
-                              "{\"payment_id\":\"p\",\"amount\":5120,\"currency\":\"kwd\","
-                              "\"idempotency_key\":\"k\"}"),
+    struct harness_op o;
+    assert_int_equal(harness_op_start(&o, &g.prov, "charge", g.pl->desc->payment->charge,
+                                      "{\"payment_id\":\"p\",\"amount\":5120,\"currency\":\"kwd\","
+                                      "\"idempotency_key\":\"k\"}"),
                      AGAPE_STEP_SEND);
     assert_non_null(strstr(o.x.body, "amount=5120&currency=kwd&"));
-    op_end(&o);
-    assert_int_equal(op_start(&o, "charge", g.pl->desc->payment->charge,
-                              "{\"payment_id\":\"p\",\"amount\":500,\"currency\":\"isk\","
-                              "\"idempotency_key\":\"k\"}"),
+    harness_op_end(&o);
+    assert_int_equal(harness_op_start(&o, &g.prov, "charge", g.pl->desc->payment->charge,
+                                      "{\"payment_id\":\"p\",\"amount\":500,\"currency\":\"isk\","
+                                      "\"idempotency_key\":\"k\"}"),
                      AGAPE_STEP_SEND);
     assert_non_null(strstr(o.x.body, "amount=500&currency=isk&"));
-    op_end(&o);
+    harness_op_end(&o);
 }
 
 static void test_charge_metadata_rules(void **state)
@@ -458,14 +337,14 @@ static void test_charge_metadata_rules(void **state)
     expect_charge_invalid(input, key41);
 
     /* 40 characters, counted as characters (é is two bytes). */
-    struct op o;
+    struct harness_op o;
     snprintf(input, sizeof(input),
              "{\"payment_id\":\"p\",\"amount\":100,\"currency\":\"usd\",\"idempotency_key\":\"k\","
              "\"metadata\":{\"%.39sé\":\"v\"}}",
              key41);
-    assert_int_equal(op_start(&o, "charge", g.pl->desc->payment->charge, input),
+    assert_int_equal(harness_op_start(&o, &g.prov, "charge", g.pl->desc->payment->charge, input),
                      AGAPE_STEP_SEND);
-    op_end(&o);
+    harness_op_end(&o);
 
     char value[600];
     memset(value, 'v', 501);
@@ -480,9 +359,9 @@ static void test_charge_metadata_rules(void **state)
              "{\"payment_id\":\"p\",\"amount\":100,\"currency\":\"usd\",\"idempotency_key\":\"k\","
              "\"metadata\":{\"note\":\"%s\"}}",
              value);
-    assert_int_equal(op_start(&o, "charge", g.pl->desc->payment->charge, input),
+    assert_int_equal(harness_op_start(&o, &g.prov, "charge", g.pl->desc->payment->charge, input),
                      AGAPE_STEP_SEND);
-    op_end(&o);
+    harness_op_end(&o);
 
     expect_charge_invalid("{\"payment_id\":\"p\",\"amount\":100,\"currency\":\"usd\","
                           "\"idempotency_key\":\"k\",\"metadata\":{\"user_id\":42}}",
@@ -505,9 +384,10 @@ static void test_charge_metadata_rules(void **state)
         }
         buf_adds(&b, "}}");
         if (n == 49) {
-            assert_int_equal(op_start(&o, "charge", g.pl->desc->payment->charge, buf_cstr(&b)),
-                             AGAPE_STEP_SEND);
-            op_end(&o);
+            assert_int_equal(
+                harness_op_start(&o, &g.prov, "charge", g.pl->desc->payment->charge, buf_cstr(&b)),
+                AGAPE_STEP_SEND);
+            harness_op_end(&o);
         } else {
             expect_charge_invalid(buf_cstr(&b), "metadata has 50 keys; Stripe allows 50");
         }
@@ -521,15 +401,16 @@ static void test_charge_metadata_rules(void **state)
 static void test_charge_ok_fixture(void **state)
 {
     (void)state;
-    struct op o;
+    struct harness_op o;
     charge_answer_fixture(&o, 200, "payment_intent_200.json", "Request-Id", "req_1");
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_OK);
-    assert_string_equal(res_str(&o, "status"), "requires_action"); /* requires_payment_method */
-    assert_string_equal(res_str(&o, "provider_ref"), "pi_1NnlpVGPxmnHQRkJNuz3w9tH");
-    assert_string_equal(res_str(&o, "client_secret"),
+    assert_string_equal(harness_res_str(&o, "status"),
+                        "requires_action"); /* requires_payment_method */
+    assert_string_equal(harness_res_str(&o, "provider_ref"), "pi_1NnlpVGPxmnHQRkJNuz3w9tH");
+    assert_string_equal(harness_res_str(&o, "client_secret"),
                         "pi_1NnlpVGPxmnHQRkJNuz3w9tH_secret_h5EkobjXWLvrU8iWiSmSgifBy");
     assert_int_equal(json_object_size(o.hc.result), 3);
-    op_end(&o);
+    harness_op_end(&o);
 }
 
 static void test_charge_status_map(void **state)
@@ -548,27 +429,27 @@ static void test_charge_status_map(void **state)
         char body[256];
         snprintf(body, sizeof(body),
                  "{\"id\":\"pi_3\",\"object\":\"payment_intent\",\"status\":\"%s\"}", map[i][0]);
-        struct op o;
+        struct harness_op o;
         charge_answer_text(&o, 200, body, NULL, NULL);
         assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_OK);
-        assert_string_equal(res_str(&o, "status"), map[i][1]);
-        assert_string_equal(res_str(&o, "provider_ref"), "pi_3");
-        assert_null(res_str(&o, "client_secret"));
-        op_end(&o);
+        assert_string_equal(harness_res_str(&o, "status"), map[i][1]);
+        assert_string_equal(harness_res_str(&o, "provider_ref"), "pi_3");
+        assert_null(harness_res_str(&o, "client_secret"));
+        harness_op_end(&o);
     }
 }
 
 static void expect_charge_outcome(int status, const char *body, const char *h, const char *v,
                                   enum agape_outcome outcome, const char *needle)
 {
-    struct op o;
+    struct harness_op o;
     charge_answer_text(&o, status, body, h, v);
     assert_int_equal(o.hc.pub.outcome, outcome);
     if (strstr(o.hc.pub.err, needle) == NULL) {
         fail_msg("HTTP %d: err \"%s\" lacks \"%s\"", status, o.hc.pub.err, needle);
     }
     assert_null(strstr(o.hc.pub.err, SK));
-    op_end(&o);
+    harness_op_end(&o);
 }
 
 static void test_charge_unparseable_2xx(void **state)
@@ -586,15 +467,15 @@ static void test_charge_unparseable_2xx(void **state)
 static void test_charge_declined(void **state)
 {
     (void)state;
-    struct op o;
+    struct harness_op o;
     charge_answer_fixture(&o, 402, "card_error_402.json", NULL, NULL);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_DECLINED);
-    assert_string_equal(res_str(&o, "status"), "failed");
-    assert_string_equal(res_str(&o, "decline_code"), "insufficient_funds");
-    assert_string_equal(res_str(&o, "message"), "Your card has insufficient funds.");
-    assert_string_equal(res_str(&o, "provider_ref"), "pi_1NnlpVGPxmnHQRkJNuz3w9tH");
+    assert_string_equal(harness_res_str(&o, "status"), "failed");
+    assert_string_equal(harness_res_str(&o, "decline_code"), "insufficient_funds");
+    assert_string_equal(harness_res_str(&o, "message"), "Your card has insufficient funds.");
+    assert_string_equal(harness_res_str(&o, "provider_ref"), "pi_1NnlpVGPxmnHQRkJNuz3w9tH");
     assert_non_null(strstr(o.hc.pub.err, "insufficient_funds"));
-    op_end(&o);
+    harness_op_end(&o);
 
     /* card_error decides even without 402; a decline without decline_code
      * reports its code. */
@@ -603,25 +484,25 @@ static void test_charge_declined(void **state)
                        "\"message\":\"Your card has expired.\"}}",
                        NULL, NULL);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_DECLINED);
-    assert_string_equal(res_str(&o, "decline_code"), "expired_card");
-    assert_null(res_str(&o, "provider_ref"));
-    op_end(&o);
+    assert_string_equal(harness_res_str(&o, "decline_code"), "expired_card");
+    assert_null(harness_res_str(&o, "provider_ref"));
+    harness_op_end(&o);
 }
 
 static void test_charge_invalid_request(void **state)
 {
     (void)state;
-    struct op o;
+    struct harness_op o;
     charge_answer_fixture(&o, 400, "invalid_request_400.json", NULL, NULL);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_INVALID);
     assert_string_equal(o.hc.pub.err, "Missing required param: currency. (param: currency)");
     assert_int_equal(json_object_size(o.hc.result), 0);
-    op_end(&o);
+    harness_op_end(&o);
 
     charge_answer_fixture(&o, 400, "idempotency_error_400.json", NULL, NULL);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_INVALID);
     assert_non_null(strstr(o.hc.pub.err, "idempotency_error: Keys for idempotent requests"));
-    op_end(&o);
+    harness_op_end(&o);
 
     expect_charge_outcome(404,
                           "{\"error\":{\"type\":\"invalid_request_error\",\"code\":"
@@ -633,29 +514,29 @@ static void test_charge_invalid_request(void **state)
 static void test_charge_rate_limited(void **state)
 {
     (void)state;
-    struct op o;
+    struct harness_op o;
     charge_answer_fixture(&o, 429, "rate_limit_429.json", "Retry-After", "2");
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_RATE_LIMITED);
     assert_int_equal(o.hc.pub.retry_after_ms, 2000);
     assert_non_null(strstr(o.hc.pub.err, "Too many requests"));
-    op_end(&o);
+    harness_op_end(&o);
 
     charge_answer_fixture(&o, 429, "rate_limit_429.json", NULL, NULL);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_RATE_LIMITED);
     assert_int_equal(o.hc.pub.retry_after_ms, -1);
-    op_end(&o);
+    harness_op_end(&o);
 
     /* Stripe also reports rate limits as 400 code=rate_limit. */
     charge_answer_fixture(&o, 400, "rate_limit_429.json", "retry-after", "1");
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_RATE_LIMITED);
     assert_int_equal(o.hc.pub.retry_after_ms, 1000);
-    op_end(&o);
+    harness_op_end(&o);
 
     /* An HTTP-date is not used (the core's backoff applies). */
     charge_answer_fixture(&o, 429, "rate_limit_429.json", "Retry-After",
                           "Wed, 21 Oct 2015 07:28:00 GMT");
     assert_int_equal(o.hc.pub.retry_after_ms, -1);
-    op_end(&o);
+    harness_op_end(&o);
 }
 
 static void test_charge_error_table(void **state)
@@ -698,24 +579,24 @@ static void test_charge_error_table(void **state)
 static void test_get(void **state)
 {
     (void)state;
-    struct op o;
+    struct harness_op o;
     size_t len;
-    assert_int_equal(op_start(&o, "get", g.pl->desc->payment->get,
-                              "{\"payment_id\":\"pay_1\","
-                              "\"provider_ref\":\"pi_1NnlpVGPxmnHQRkJNuz3w9tH\"}"),
+    assert_int_equal(harness_op_start(&o, &g.prov, "get", g.pl->desc->payment->get,
+                                      "{\"payment_id\":\"pay_1\","
+                                      "\"provider_ref\":\"pi_1NnlpVGPxmnHQRkJNuz3w9tH\"}"),
                      AGAPE_STEP_SEND);
     assert_string_equal(o.x.method, "GET");
     assert_string_equal(o.x.url,
                         "https://api.stripe.com/v1/payment_intents/pi_1NnlpVGPxmnHQRkJNuz3w9tH");
     assert_int_equal(o.x.n_req_headers, 1);
-    assert_string_equal(req_header(&o.x, "Authorization"), "Bearer " SK);
+    assert_string_equal(harness_req_header(&o.x, "Authorization"), "Bearer " SK);
     assert_null(o.x.body);
-    char *body = fixture("payment_intent_200.json", &len);
-    assert_int_equal(op_answer(&o, 200, body, len, NULL), AGAPE_STEP_DONE);
+    char *body = harness_fixture("stripe", "payment_intent_200.json", &len);
+    assert_int_equal(harness_op_answer(&o, 200, body, len, NULL), AGAPE_STEP_DONE);
     free(body);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_OK);
-    assert_string_equal(res_str(&o, "provider_ref"), "pi_1NnlpVGPxmnHQRkJNuz3w9tH");
-    op_end(&o);
+    assert_string_equal(harness_res_str(&o, "provider_ref"), "pi_1NnlpVGPxmnHQRkJNuz3w9tH");
+    harness_op_end(&o);
 
     static const char *const bad[] = {
         "{\"payment_id\":\"p\",\"provider_ref\":\"pi_../../v1/charges\"}",
@@ -724,85 +605,87 @@ static void test_get(void **state)
         "{\"payment_id\":\"p\"}",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        assert_int_equal(op_start(&o, "get", g.pl->desc->payment->get, bad[i]),
+        assert_int_equal(harness_op_start(&o, &g.prov, "get", g.pl->desc->payment->get, bad[i]),
                          AGAPE_STEP_FAIL);
         assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_INVALID);
         assert_non_null(strstr(o.hc.pub.err, "provider_ref"));
-        op_end(&o);
+        harness_op_end(&o);
     }
 }
 
 static void test_refund(void **state)
 {
     (void)state;
-    struct op o;
+    struct harness_op o;
     size_t len;
-    assert_int_equal(op_start(&o, "refund", g.pl->desc->payment->refund,
-                              "{\"payment_id\":\"pay_1\",\"provider_ref\":\"pi_123\","
-                              "\"amount\":500,\"currency\":\"usd\","
-                              "\"idempotency_key\":\"gw-pay_1-refund-1\"}"),
+    assert_int_equal(harness_op_start(&o, &g.prov, "refund", g.pl->desc->payment->refund,
+                                      "{\"payment_id\":\"pay_1\",\"provider_ref\":\"pi_123\","
+                                      "\"amount\":500,\"currency\":\"usd\","
+                                      "\"idempotency_key\":\"gw-pay_1-refund-1\"}"),
                      AGAPE_STEP_SEND);
     assert_string_equal(o.x.method, "POST");
     assert_string_equal(o.x.url, "https://api.stripe.com/v1/refunds");
-    assert_string_equal(req_header(&o.x, "Authorization"), "Bearer " SK);
-    assert_string_equal(req_header(&o.x, "Idempotency-Key"), "gw-pay_1-refund-1");
-    assert_string_equal(req_header(&o.x, "Content-Type"), "application/x-www-form-urlencoded");
+    assert_string_equal(harness_req_header(&o.x, "Authorization"), "Bearer " SK);
+    assert_string_equal(harness_req_header(&o.x, "Idempotency-Key"), "gw-pay_1-refund-1");
+    assert_string_equal(harness_req_header(&o.x, "Content-Type"),
+                        "application/x-www-form-urlencoded");
     assert_int_equal(o.x.n_req_headers, 3);
     assert_string_equal(o.x.body,
                         "payment_intent=pi_123&amount=500&metadata[agape_payment_id]=pay_1");
-    char *body = fixture("refund_200.json", &len);
-    assert_int_equal(op_answer(&o, 200, body, len, NULL), AGAPE_STEP_DONE);
+    char *body = harness_fixture("stripe", "refund_200.json", &len);
+    assert_int_equal(harness_op_answer(&o, 200, body, len, NULL), AGAPE_STEP_DONE);
     free(body);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_OK);
-    assert_string_equal(res_str(&o, "refund_ref"), "re_1NnmX5GPxmnHQRkJzG1txqB9");
-    assert_string_equal(res_str(&o, "status"), "succeeded");
+    assert_string_equal(harness_res_str(&o, "refund_ref"), "re_1NnmX5GPxmnHQRkJzG1txqB9");
+    assert_string_equal(harness_res_str(&o, "status"), "succeeded");
     assert_int_equal(json_integer_value(json_object_get(o.hc.result, "amount")), 100);
-    op_end(&o);
+    harness_op_end(&o);
 
     /* Full refund: no amount. Pending → processing, canceled → failed. */
     static const char *const map[][2] = {
         {"pending", "processing"}, {"failed", "failed"}, {"canceled", "failed"}};
     for (size_t i = 0; i < sizeof(map) / sizeof(map[0]); i++) {
-        assert_int_equal(op_start(&o, "refund", g.pl->desc->payment->refund,
-                                  "{\"payment_id\":\"pay_1\",\"provider_ref\":\"pi_123\","
-                                  "\"currency\":\"usd\",\"idempotency_key\":\"k\"}"),
+        assert_int_equal(harness_op_start(&o, &g.prov, "refund", g.pl->desc->payment->refund,
+                                          "{\"payment_id\":\"pay_1\",\"provider_ref\":\"pi_123\","
+                                          "\"currency\":\"usd\",\"idempotency_key\":\"k\"}"),
                          AGAPE_STEP_SEND);
         assert_string_equal(o.x.body, "payment_intent=pi_123&metadata[agape_payment_id]=pay_1");
         char rb[128];
         snprintf(rb, sizeof(rb), "{\"id\":\"re_9\",\"object\":\"refund\",\"status\":\"%s\"}",
                  map[i][0]);
-        assert_int_equal(op_answer(&o, 200, rb, strlen(rb), NULL), AGAPE_STEP_DONE);
+        assert_int_equal(harness_op_answer(&o, 200, rb, strlen(rb), NULL), AGAPE_STEP_DONE);
         assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_OK);
-        assert_string_equal(res_str(&o, "status"), map[i][1]);
+        assert_string_equal(harness_res_str(&o, "status"), map[i][1]);
         assert_null(json_object_get(o.hc.result, "amount"));
-        op_end(&o);
+        harness_op_end(&o);
     }
 
     /* Errors go through the same table; garbage 200 is UNKNOWN. */
-    assert_int_equal(op_start(&o, "refund", g.pl->desc->payment->refund,
-                              "{\"payment_id\":\"pay_1\",\"provider_ref\":\"pi_123\","
-                              "\"idempotency_key\":\"k\"}"),
+    assert_int_equal(harness_op_start(&o, &g.prov, "refund", g.pl->desc->payment->refund,
+                                      "{\"payment_id\":\"pay_1\",\"provider_ref\":\"pi_123\","
+                                      "\"idempotency_key\":\"k\"}"),
                      AGAPE_STEP_SEND);
-    body = fixture("invalid_request_400.json", &len);
-    assert_int_equal(op_answer(&o, 400, body, len, NULL), AGAPE_STEP_DONE);
+    body = harness_fixture("stripe", "invalid_request_400.json", &len);
+    assert_int_equal(harness_op_answer(&o, 400, body, len, NULL), AGAPE_STEP_DONE);
     free(body);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_INVALID);
-    op_end(&o);
-    assert_int_equal(op_start(&o, "refund", g.pl->desc->payment->refund,
-                              "{\"payment_id\":\"pay_1\",\"provider_ref\":\"pi_123\","
-                              "\"idempotency_key\":\"k\"}"),
+    harness_op_end(&o);
+    assert_int_equal(harness_op_start(&o, &g.prov, "refund", g.pl->desc->payment->refund,
+                                      "{\"payment_id\":\"pay_1\",\"provider_ref\":\"pi_123\","
+                                      "\"idempotency_key\":\"k\"}"),
                      AGAPE_STEP_SEND);
-    assert_int_equal(op_answer(&o, 200, "{", 1, NULL), AGAPE_STEP_DONE);
+    assert_int_equal(harness_op_answer(&o, 200, "{", 1, NULL), AGAPE_STEP_DONE);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_UNKNOWN);
-    op_end(&o);
+    harness_op_end(&o);
 
     /* Refund amounts follow the currency rules too. */
-    assert_int_equal(op_start(&o, "refund", g.pl->desc->payment->refund,
-                              "{\"payment_id\":\"pay_1\",\"provider_ref\":\"pi_123\","
-                              "\"amount\":5124,\"currency\":\"kwd\",\"idempotency_key\":\"k\"}"),
-                     AGAPE_STEP_FAIL);
+    assert_int_equal(
+        harness_op_start(&o, &g.prov, "refund", g.pl->desc->payment->refund,
+                         "{\"payment_id\":\"pay_1\",\"provider_ref\":\"pi_123\","
+                         "\"amount\":5124,\"currency\":\"kwd\",\"idempotency_key\":\"k\"}"),
+        AGAPE_STEP_FAIL);
     assert_non_null(strstr(o.hc.pub.err, "kwd"));
-    op_end(&o);
+    harness_op_end(&o);
 }
 
 /* ---------------------------------------------------------------- */
@@ -867,9 +750,10 @@ static int setup_no_tolerance(void **state)
 {
     char err[AGAPE_ERR_SIZE];
     (void)state;
-    return provider_init(json_pack("{s:s, s:s, s:i}", "secret_key", SK, "webhook_secret", WHSEC,
-                                   "webhook_tolerance_s", 0),
-                         err, sizeof(err)) == AGAPE_OK
+    return harness_provider_init(&g, "stripe",
+                                 json_pack("{s:s, s:s, s:i}", "secret_key", SK, "webhook_secret",
+                                           WHSEC, "webhook_tolerance_s", 0),
+                                 err, sizeof(err)) == AGAPE_OK
                ? 0
                : -1;
 }
@@ -883,8 +767,8 @@ static void test_webhook_vectors_no_tolerance(void **state)
 {
     (void)state;
     size_t clen, plen;
-    char *compact = fixture("webhook_compact.json", &clen);
-    char *pretty = fixture("webhook_dummy.json", &plen);
+    char *compact = harness_fixture("stripe", "webhook_compact.json", &clen);
+    char *pretty = harness_fixture("stripe", "webhook_dummy.json", &plen);
     assert_int_equal(plen, 125);
 
     expect_verify(compact, clen, "t=1700000000,v1=" V_COMPACT, 5, AGAPE_OUTCOME_OK, NULL);
@@ -900,8 +784,8 @@ static void test_webhook_vectors(void **state)
 {
     (void)state;
     size_t clen, plen;
-    char *compact = fixture("webhook_compact.json", &clen);
-    char *pretty = fixture("webhook_dummy.json", &plen);
+    char *compact = harness_fixture("stripe", "webhook_compact.json", &clen);
+    char *pretty = harness_fixture("stripe", "webhook_dummy.json", &plen);
     const int64_t t = 1700000000;
 
     expect_verify(compact, clen, "t=1700000000,v1=" V_COMPACT, t + 10, AGAPE_OUTCOME_OK, NULL);
@@ -977,9 +861,10 @@ static void test_webhook_no_secret(void **state)
 {
     (void)state;
     char err[AGAPE_ERR_SIZE];
-    provider_fini();
-    assert_int_equal(provider_init(json_pack("{s:s}", "secret_key", SK), err, sizeof(err)),
-                     AGAPE_OK);
+    harness_provider_fini(&g);
+    assert_int_equal(
+        harness_provider_init(&g, "stripe", json_pack("{s:s}", "secret_key", SK), err, sizeof(err)),
+        AGAPE_OK);
     expect_verify("{}", 2, "t=1700000000,v1=" V_COMPACT, 1700000000, AGAPE_OUTCOME_INVALID,
                   "webhook_secret not configured");
 }
@@ -1072,7 +957,7 @@ static void test_webhook_normalize(void **state)
 
     /* The §10.1 compact payload: no data.object, so no ref and no object. */
     size_t len;
-    char *compact = fixture("webhook_compact.json", &len);
+    char *compact = harness_fixture("stripe", "webhook_compact.json", &len);
     assert_int_equal(wh_run(&c, g.pl->desc->webhook->normalize, compact, len, "x", 0),
                      AGAPE_STEP_DONE);
     assert_int_equal(c.hc.pub.outcome, AGAPE_OUTCOME_OK);

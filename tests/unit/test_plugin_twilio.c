@@ -10,6 +10,7 @@
 #include "host.h"
 #include "options.h"
 #include "plugins.h"
+#include "plugin_harness.h"
 
 #include <inttypes.h>
 #include <jansson.h>
@@ -31,65 +32,25 @@
 /* ---------------------------------------------------------------- */
 /* Scaffolding                                                      */
 
-static struct {
-    struct plugin *pl;
-    struct provider prov;
-} g;
+static struct harness g; /* the loaded plugin; a provider is made per test */
 
 static int load_plugin(void **state)
 {
-    char err[AGAPE_ERR_SIZE] = "";
     (void)state;
-    int rc = plugin_load(AGAPE_PLUGIN_DIR "/twilio.so", &g.pl, err, sizeof(err));
-    if (rc != AGAPE_OK) {
-        fprintf(stderr, "plugin_load: %s\n", err);
-        return -1;
-    }
-    return 0;
+    return harness_load(&g, "twilio");
 }
 
 static int unload_plugin(void **state)
 {
     (void)state;
-    plugin_unload(g.pl);
-    g.pl = NULL;
+    harness_unload(&g);
     return 0;
-}
-
-static int provider_init(json_t *conf, char *err, size_t errlen)
-{
-    memset(&g.prov, 0, sizeof(g.prov));
-    pthread_mutex_init(&g.prov.cache_lock, NULL);
-    g.prov.name = (char *)"twilio";
-    g.prov.plugin = g.pl;
-    err[0] = '\0';
-    /* What the registry does before init: the table normalized per the
-     * plugin's option schema (a type error stops here, in the core's words). */
-    g.prov.conf = options_for_init("twilio", g.pl->desc->options, conf, err, errlen);
-    json_decref(conf);
-    if (g.prov.conf == NULL) {
-        return AGAPE_EINVAL;
-    }
-    int rc = g.pl->desc->init(host_table(), HOST_AJ(g.prov.conf), &g.prov.ctx, err, errlen);
-    g.prov.usable = rc == AGAPE_OK;
-    return rc;
-}
-
-static void provider_fini(void)
-{
-    if (g.prov.ctx) {
-        g.pl->desc->destroy(g.prov.ctx);
-    }
-    json_decref(g.prov.conf);
-    json_decref(g.prov.cache);
-    pthread_mutex_destroy(&g.prov.cache_lock);
-    memset(&g.prov, 0, sizeof(g.prov));
 }
 
 static int init_ok(json_t *conf)
 {
     char err[AGAPE_ERR_SIZE];
-    if (provider_init(conf, err, sizeof(err)) != AGAPE_OK) {
+    if (harness_provider_init(&g, "twilio", conf, err, sizeof(err)) != AGAPE_OK) {
         fprintf(stderr, "init: %s\n", err);
         return -1;
     }
@@ -114,66 +75,11 @@ static int setup_vectors(void **state)
 static int teardown_provider(void **state)
 {
     (void)state;
-    provider_fini();
+    harness_provider_fini(&g);
     return 0;
 }
 
-struct op {
-    struct client_xfer x;
-    struct host_call hc;
-};
-
 #define SEND_SMS (g.pl->desc->messaging->send_sms)
-
-static enum agape_step op_start(struct op *o, const char *input_json)
-{
-    json_error_t je;
-    json_t *in = json_loads(input_json, 0, &je);
-    if (in == NULL) {
-        fail_msg("bad test input: %s", je.text);
-    }
-    client_xfer_init(&o->x);
-    host_call_init(&o->hc, &g.prov, "send_sms", in, &o->x);
-    json_decref(in);
-    return host_call_step(&o->hc, SEND_SMS);
-}
-
-static enum agape_step op_answer(struct op *o, int status, const char *body, const char *hname,
-                                 const char *hvalue)
-{
-    o->x.result = CLIENT_DONE;
-    o->x.status = status;
-    buf_reset(&o->x.resp_body);
-    assert_int_equal(buf_add(&o->x.resp_body, body, strlen(body)), AGAPE_OK);
-    if (hname != NULL) {
-        o->x.resp_headers[0].name = strdup(hname);
-        o->x.resp_headers[0].value = strdup(hvalue);
-        o->x.n_resp_headers = 1;
-    }
-    host_call_answer(&o->hc);
-    return host_call_step(&o->hc, SEND_SMS);
-}
-
-static void op_end(struct op *o)
-{
-    host_call_fini(&o->hc);
-    client_xfer_reset(&o->x);
-}
-
-static const char *req_header(const struct client_xfer *x, const char *name)
-{
-    for (int i = 0; i < x->n_req_headers; i++) {
-        if (strcasecmp(x->req_headers[i].name, name) == 0) {
-            return x->req_headers[i].value;
-        }
-    }
-    return NULL;
-}
-
-static const char *res_str(struct op *o, const char *key)
-{
-    return json_string_value(json_object_get(o->hc.result, key));
-}
 
 static void assert_body(const struct client_xfer *x, const char *expect)
 {
@@ -223,13 +129,13 @@ static void test_descriptor(void **state)
 static void expect_init_error(json_t *conf, const char *needle)
 {
     char err[AGAPE_ERR_SIZE];
-    assert_int_not_equal(provider_init(conf, err, sizeof(err)), AGAPE_OK);
+    assert_int_not_equal(harness_provider_init(&g, "twilio", conf, err, sizeof(err)), AGAPE_OK);
     assert_null(g.prov.ctx);
     if (strstr(err, needle) == NULL) {
         fail_msg("init error \"%s\" lacks \"%s\"", err, needle);
     }
     assert_null(strstr(err, TOKEN));
-    provider_fini();
+    harness_provider_fini(&g);
 }
 
 static void test_init(void **state)
@@ -256,7 +162,7 @@ static void test_init(void **state)
     /* Neither from nor a service: fine at init (each message may carry from). */
     assert_int_equal(init_ok(json_pack("{s:s, s:s}", "account_sid", SID, "auth_token", TOKEN)),
                      0);
-    provider_fini();
+    harness_provider_fini(&g);
 }
 
 /* ---------------------------------------------------------------- */
@@ -265,11 +171,12 @@ static void test_init(void **state)
 static void test_request(void **state)
 {
     (void)state;
-    struct op o;
-    assert_int_equal(op_start(&o, "{\"message_id\":\"msg_1\",\"to\":\"+14155550100\","
-                                  "\"body\":\"Your code is 123456\",\"idempotency_key\":\"k1\","
-                                  "\"status_callback\":"
-                                  "\"https://gw.example.com/v1/webhooks/twilio?m=msg_1\"}"),
+    struct harness_op o;
+    assert_int_equal(harness_op_start(&o, &g.prov, "send_sms", SEND_SMS,
+                                      "{\"message_id\":\"msg_1\",\"to\":\"+14155550100\","
+                                      "\"body\":\"Your code is 123456\",\"idempotency_key\":\"k1\","
+                                      "\"status_callback\":"
+                                      "\"https://gw.example.com/v1/webhooks/twilio?m=msg_1\"}"),
                      AGAPE_STEP_SEND);
     assert_string_equal(o.x.method, "POST");
     assert_string_equal(o.x.url, "https://api.twilio.com/2010-04-01/Accounts/" SID
@@ -277,49 +184,52 @@ static void test_request(void **state)
     assert_string_equal(o.x.userpwd, SID ":" TOKEN);
     /* Content-Type only: no idempotency header exists for Messages. */
     assert_int_equal(o.x.n_req_headers, 1);
-    assert_string_equal(req_header(&o.x, "Content-Type"), "application/x-www-form-urlencoded");
+    assert_string_equal(harness_req_header(&o.x, "Content-Type"),
+                        "application/x-www-form-urlencoded");
     assert_body(&o.x, "To=%2B14155550100&From=%2B15005550006&Body=Your%20code%20is%20123456"
                       "&StatusCallback=https%3A%2F%2Fgw.example.com%2Fv1%2Fwebhooks%2Ftwilio"
                       "%3Fm%3Dmsg_1");
-    op_end(&o);
+    harness_op_end(&o);
 
     /* The message's own sender wins; UTF-8 is percent-encoded byte by byte. */
-    assert_int_equal(op_start(&o, "{\"message_id\":\"msg_2\",\"to\":\"+351912345678\","
-                                  "\"from\":\"AgapeShop\",\"body\":\"Ol\\u00e1 & adeus\"}"),
+    assert_int_equal(harness_op_start(&o, &g.prov, "send_sms", SEND_SMS,
+                                      "{\"message_id\":\"msg_2\",\"to\":\"+351912345678\","
+                                      "\"from\":\"AgapeShop\",\"body\":\"Ol\\u00e1 & adeus\"}"),
                      AGAPE_STEP_SEND);
     assert_body(&o.x, "To=%2B351912345678&From=AgapeShop&Body=Ol%C3%A1%20%26%20adeus");
-    op_end(&o);
+    harness_op_end(&o);
 }
 
 static void test_request_messaging_service(void **state)
 {
     (void)state;
-    struct op o;
-    provider_fini();
+    struct harness_op o;
+    harness_provider_fini(&g);
     assert_int_equal(init_ok(json_pack("{s:s, s:s, s:s, s:s, s:s}", "account_sid", SID,
                                        "auth_token", TOKEN, "from", "+15005550006",
                                        "messaging_service_sid", MG, "base_url",
                                        "http://127.0.0.1:9/")),
                      0);
-    assert_int_equal(op_start(&o, "{\"message_id\":\"m\",\"to\":\"+14155550100\","
-                                  "\"body\":\"hi\"}"),
+    assert_int_equal(harness_op_start(&o, &g.prov, "send_sms", SEND_SMS,
+                                      "{\"message_id\":\"m\",\"to\":\"+14155550100\","
+                                      "\"body\":\"hi\"}"),
                      AGAPE_STEP_SEND);
     assert_string_equal(o.x.url, "http://127.0.0.1:9/2010-04-01/Accounts/" SID
                                  "/Messages.json");
     assert_body(&o.x, "To=%2B14155550100&MessagingServiceSid=" MG "&Body=hi");
-    op_end(&o);
+    harness_op_end(&o);
 }
 
 static void expect_refused(const char *input, const char *needle)
 {
-    struct op o;
-    assert_int_equal(op_start(&o, input), AGAPE_STEP_FAIL);
+    struct harness_op o;
+    assert_int_equal(harness_op_start(&o, &g.prov, "send_sms", SEND_SMS, input), AGAPE_STEP_FAIL);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_INVALID);
     assert_null(o.x.url);
     if (strstr(o.hc.pub.err, needle) == NULL) {
         fail_msg("err \"%s\" lacks \"%s\"", o.hc.pub.err, needle);
     }
-    op_end(&o);
+    harness_op_end(&o);
 }
 
 static void test_request_refused(void **state)
@@ -347,9 +257,9 @@ static void test_request_refused(void **state)
         buf_adds(&b, "\xc3\xa9");
     }
     buf_adds(&b, "\"}");
-    struct op o;
-    assert_int_equal(op_start(&o, b.data), AGAPE_STEP_SEND);
-    op_end(&o);
+    struct harness_op o;
+    assert_int_equal(harness_op_start(&o, &g.prov, "send_sms", SEND_SMS, b.data), AGAPE_STEP_SEND);
+    harness_op_end(&o);
     buf_reset(&b);
     buf_adds(&b, "{\"message_id\":\"m\",\"to\":\"+14155550100\",\"body\":\"");
     for (int i = 0; i < 1601; i++) {
@@ -363,7 +273,7 @@ static void test_request_refused(void **state)
 static void test_request_needs_sender(void **state)
 {
     (void)state;
-    provider_fini();
+    harness_provider_fini(&g);
     assert_int_equal(init_ok(json_pack("{s:s, s:s}", "account_sid", SID, "auth_token", TOKEN)),
                      0);
     expect_refused("{\"message_id\":\"m\",\"to\":\"+14155550100\",\"body\":\"b\"}",
@@ -379,18 +289,19 @@ static const char sms_input[] = "{\"message_id\":\"msg_1\",\"to\":\"+14155550100
 static void created(const char *status, enum agape_outcome outcome, const char *ours)
 {
     char body[512];
-    struct op o;
+    struct harness_op o;
     snprintf(body, sizeof(body),
              "{\"account_sid\":\"" SID "\",\"api_version\":\"2010-04-01\",\"body\":\"hi\","
              "\"error_code\":%s,\"error_message\":null,\"from\":\"+15005550006\","
              "\"sid\":\"" MSG_SID "\",\"status\":\"%s\",\"to\":\"+14155550100\"}",
              strcmp(status, "failed") == 0 ? "30007" : "null", status);
-    assert_int_equal(op_start(&o, sms_input), AGAPE_STEP_SEND);
-    assert_int_equal(op_answer(&o, 201, body, NULL, NULL), AGAPE_STEP_DONE);
+    assert_int_equal(harness_op_start(&o, &g.prov, "send_sms", SEND_SMS, sms_input),
+                     AGAPE_STEP_SEND);
+    assert_int_equal(harness_op_answer_text(&o, 201, body, NULL), AGAPE_STEP_DONE);
     assert_int_equal(o.hc.pub.outcome, outcome);
-    assert_string_equal(res_str(&o, "provider_ref"), MSG_SID);
-    assert_string_equal(res_str(&o, "status"), ours);
-    op_end(&o);
+    assert_string_equal(harness_res_str(&o, "provider_ref"), MSG_SID);
+    assert_string_equal(harness_res_str(&o, "status"), ours);
+    harness_op_end(&o);
 }
 
 static void test_created(void **state)
@@ -405,11 +316,12 @@ static void test_created(void **state)
     created("failed", AGAPE_OUTCOME_DECLINED, "failed");
 
     /* A 2xx we cannot read: Twilio may have the message. */
-    struct op o;
-    assert_int_equal(op_start(&o, sms_input), AGAPE_STEP_SEND);
-    assert_int_equal(op_answer(&o, 201, "<html>", NULL, NULL), AGAPE_STEP_DONE);
+    struct harness_op o;
+    assert_int_equal(harness_op_start(&o, &g.prov, "send_sms", SEND_SMS, sms_input),
+                     AGAPE_STEP_SEND);
+    assert_int_equal(harness_op_answer_text(&o, 201, "<html>", NULL), AGAPE_STEP_DONE);
     assert_int_equal(o.hc.pub.outcome, AGAPE_OUTCOME_UNKNOWN);
-    op_end(&o);
+    harness_op_end(&o);
 }
 
 struct row {
@@ -463,11 +375,12 @@ static void test_error_table(void **state)
         {500, TW_ERR(21610, 500, "odd"), NULL, AGAPE_OUTCOME_UNAVAILABLE, -1, 0, "HTTP 500"},
     };
     for (size_t i = 0; i < sizeof(rows) / sizeof(rows[0]); i++) {
-        struct op o;
-        assert_int_equal(op_start(&o, sms_input), AGAPE_STEP_SEND);
-        assert_int_equal(op_answer(&o, rows[i].status, rows[i].body,
-                                   rows[i].retry_after ? "Retry-After" : NULL,
-                                   rows[i].retry_after),
+        struct harness_op o;
+        assert_int_equal(harness_op_start(&o, &g.prov, "send_sms", SEND_SMS, sms_input),
+                         AGAPE_STEP_SEND);
+        assert_int_equal(harness_op_answer_text(&o, rows[i].status, rows[i].body,
+                                                rows[i].retry_after ? "Retry-After" : NULL,
+                                                rows[i].retry_after, NULL),
                          AGAPE_STEP_DONE);
         if (o.hc.pub.outcome != rows[i].outcome ||
             o.hc.pub.retry_after_ms != rows[i].retry_after_ms ||
@@ -476,27 +389,28 @@ static void test_error_table(void **state)
                      rows[i].status, o.hc.pub.outcome, o.hc.pub.retry_after_ms, o.hc.pub.err);
         }
         if (rows[i].outcome == AGAPE_OUTCOME_DECLINED) {
-            assert_string_equal(res_str(&o, "status"), "failed");
+            assert_string_equal(harness_res_str(&o, "status"), "failed");
             assert_int_equal(json_integer_value(json_object_get(o.hc.result, "error_code")),
                              rows[i].error_code);
-            assert_non_null(res_str(&o, "message"));
+            assert_non_null(harness_res_str(&o, "message"));
         } else {
             assert_null(json_object_get(o.hc.result, "status"));
         }
-        op_end(&o);
+        harness_op_end(&o);
     }
 }
 
 static void test_token_never_in_err(void **state)
 {
     (void)state;
-    struct op o;
-    assert_int_equal(op_start(&o, sms_input), AGAPE_STEP_SEND);
-    assert_int_equal(op_answer(&o, 401, TW_ERR(20003, 401, "bad token " TOKEN), NULL, NULL),
+    struct harness_op o;
+    assert_int_equal(harness_op_start(&o, &g.prov, "send_sms", SEND_SMS, sms_input),
+                     AGAPE_STEP_SEND);
+    assert_int_equal(harness_op_answer_text(&o, 401, TW_ERR(20003, 401, "bad token " TOKEN), NULL),
                      AGAPE_STEP_DONE);
     assert_null(strstr(o.hc.pub.err, TOKEN));
     assert_non_null(strstr(o.hc.pub.err, "bad token [redacted]"));
-    op_end(&o);
+    harness_op_end(&o);
 }
 
 /* ---------------------------------------------------------------- */
