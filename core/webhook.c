@@ -276,35 +276,11 @@ enum webhook_apply webhook_apply_payment(json_t *payment, const char *event_id, 
 
 /* ---- subscriptions --------------------------------------------------- */
 
-bool webhook_is_subscription_event(const char *type)
-{
-    return type != NULL && (strcmp(type, "customer.subscription.created") == 0 ||
-                            strcmp(type, "customer.subscription.updated") == 0 ||
-                            strcmp(type, "customer.subscription.deleted") == 0);
-}
-
-/* A member that is a string, or an object's "id" (Stripe expands some). */
-static json_t *id_or_string(const json_t *v)
-{
-    if (json_is_string(v)) {
-        return json_incref((json_t *)v);
-    }
-    if (json_is_object(v) && json_is_string(json_object_get(v, "id"))) {
-        return json_incref(json_object_get(v, "id"));
-    }
-    return json_null();
-}
-
-static json_t *copy_or_null(const json_t *v)
-{
-    return v ? json_deep_copy(v) : json_null();
-}
-
-json_t *webhook_subscription_record(const char *provider, const char *type, const char *event_id,
-                                    int64_t created_s, const json_t *obj, const json_t *old,
+json_t *webhook_subscription_record(const char *provider, const char *event_id,
+                                    int64_t created_s, const json_t *sub, const json_t *old,
                                     int64_t now_ms)
 {
-    const char *id = json_string_value(json_object_get(obj, "id"));
+    const char *id = json_string_value(json_object_get(sub, "id"));
     if (id == NULL || id[0] == '\0') {
         return NULL;
     }
@@ -312,39 +288,16 @@ json_t *webhook_subscription_record(const char *provider, const char *type, cons
     if (json_is_integer(oc) && json_integer_value(oc) > created_s) {
         return NULL; /* a later event already wrote this subscription */
     }
-    bool deleted = strcmp(type, "customer.subscription.deleted") == 0;
-    const char *status = json_string_value(json_object_get(obj, "status"));
-    json_t *items = json_array();
-    json_t *data = json_object_get(json_object_get(obj, "items"), "data");
-    json_t *period_end = json_object_get(obj, "current_period_end");
-    size_t i;
-    json_t *it;
-    json_array_foreach(data, i, it) {
-        json_t *price = json_object_get(it, "price");
-        json_t *product = json_object_get(price, "product");
-        json_array_append_new(items,
-                              json_pack("{s:o, s:o, s:o, s:o}", "id",
-                                        id_or_string(json_object_get(it, "id")), "price",
-                                        id_or_string(price), "product", id_or_string(product),
-                                        "quantity",
-                                        copy_or_null(json_object_get(it, "quantity"))));
-        /* Newer API versions keep the period on each item. */
-        if (period_end == NULL) {
-            period_end = json_object_get(it, "current_period_end");
-        }
+    json_t *rec = json_deep_copy(sub);
+    if (rec == NULL) {
+        return NULL;
     }
     char now[32];
     webhook_iso(now_ms, now);
-    json_t *rec = json_pack("{s:s, s:s, s:o, s:s, s:o, s:o, s:o, s:o, s:b, s:s, s:s, s:I}", "id",
-                            id, "provider", provider, "customer",
-                            id_or_string(json_object_get(obj, "customer")), "status",
-                            status ? status : (deleted ? "canceled" : "unknown"),
-                            "current_period_end", copy_or_null(period_end),
-                            "cancel_at_period_end",
-                            copy_or_null(json_object_get(obj, "cancel_at_period_end")), "items",
-                            items, "metadata", copy_or_null(json_object_get(obj, "metadata")),
-                            "deleted", deleted, "updated_at", now, "event_id",
-                            event_id ? event_id : "", "event_created", (json_int_t)created_s);
+    json_object_set_new(rec, "provider", json_string(provider));
+    json_object_set_new(rec, "updated_at", json_string(now));
+    json_object_set_new(rec, "event_id", json_string(event_id ? event_id : ""));
+    json_object_set_new(rec, "event_created", json_integer(created_s));
     return rec;
 }
 

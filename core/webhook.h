@@ -93,21 +93,18 @@ enum webhook_apply webhook_apply_payment(json_t *payment, const char *event_id, 
 
 /* ---- subscriptions ---------------------------------------------------- */
 
-/* customer.subscription.created / updated / deleted (any provider that
- * uses these names, i.e. Stripe). */
-bool webhook_is_subscription_event(const char *type);
-
-/* The subscription record that event `type` (created at `created_s`,
- * seconds; 0 when unknown) with object `obj` makes of `old` (the stored
- * record or NULL):
- *   {"id", "provider", "customer", "status", "current_period_end",
- *    "cancel_at_period_end", "items": [{"id", "price", "product", "quantity"}],
- *    "metadata", "deleted", "updated_at", "event_id", "event_created"}
- * Returns NULL when obj has no id, or when `old` came from a later event
- * (event_created greater than created_s): events arrive out of order and
- * an older one never overwrites a newer state. New reference. */
-json_t *webhook_subscription_record(const char *provider, const char *type, const char *event_id,
-                                    int64_t created_s, const json_t *obj, const json_t *old,
+/* The subscription record a webhook's normalized "subscription" (a plugin
+ * translates its provider's subscription object into it: {"id", "customer",
+ * "status", "current_period_end", "cancel_at_period_end", "items": [{"id",
+ * "price", "product", "quantity"}], "metadata", "deleted"}) makes of `old`
+ * (the stored record or NULL), for an event created at `created_s` (seconds;
+ * 0 when unknown): the normalized members plus "provider", "updated_at",
+ * "event_id", "event_created". Returns NULL when `sub` has no id, or when
+ * `old` came from a later event (event_created greater than created_s):
+ * events arrive out of order and an older one never overwrites a newer
+ * state. New reference. */
+json_t *webhook_subscription_record(const char *provider, const char *event_id,
+                                    int64_t created_s, const json_t *sub, const json_t *old,
                                     int64_t now_ms);
 
 /* The wait before run `attempts` + 1 after `attempts` failed runs:

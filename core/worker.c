@@ -373,20 +373,6 @@ static void set_iso_or_null(json_t *o, const char *k, int64_t ms)
 
 /* ---- one event -------------------------------------------------------- */
 
-/* The `created` member of the raw body (Stripe's event time), or 0. */
-static int64_t body_created(json_t *rec)
-{
-    const char *body = json_string_value(json_object_get(rec, "body"));
-    if (body == NULL) {
-        return 0;
-    }
-    json_t *b = json_loads(body, 0, NULL);
-    json_t *c = json_object_get(b, "created");
-    int64_t v = json_is_integer(c) ? (int64_t)json_integer_value(c) : 0;
-    json_decref(b);
-    return v;
-}
-
 /* The table given to on_webhook(ev). */
 static json_t *rule_event(json_t *rec, const char *pubid, int attempt, json_t *payment,
                           json_t *subscription)
@@ -505,15 +491,15 @@ static json_t *apply_subscription(struct app *app, struct script_rules_run *run,
                                   const char *prov, const char *evid, int64_t now)
 {
     json_t *norm = json_object_get(rec, "normalized");
-    const char *type = json_string_value(json_object_get(norm, "type"));
-    json_t *obj = json_object_get(norm, "object");
-    const char *sid = json_string_value(json_object_get(obj, "id"));
-    if (!webhook_is_subscription_event(type) || sid == NULL || sid[0] == '\0' ||
+    json_t *nsub = json_object_get(norm, "subscription"); /* the plugin's translation */
+    const char *sid = json_string_value(json_object_get(nsub, "id"));
+    if (!json_is_object(nsub) || sid == NULL || sid[0] == '\0' ||
         strlen(sid) > SCRIPT_RULES_KEY_MAX) {
         return NULL;
     }
     json_t *old = script_rules_kv_read(app->store, WEBHOOK_KV_SUBSCRIPTIONS, sid);
-    json_t *sub = webhook_subscription_record(prov, type, evid, body_created(rec), obj, old, now);
+    json_t *sub = webhook_subscription_record(
+        prov, evid, (int64_t)json_integer_value(json_object_get(norm, "created")), nsub, old, now);
     json_decref(old);
     if (sub == NULL) {
         log_msg(AGAPE_LOG_INFO, prov, "webhook %s: subscription %s already has a later state",

@@ -445,7 +445,12 @@ struct agape_monitoring_ops {
  * reason in err), or SEND when the check needs a request (a certificate, a
  * verify API). normalize() turns an authentic body into
  *   {"event_id", "type", "payment_ref"?, "status"?, "object"?: {...}}
- * in call->result. An event that names the gateway's own payment id rather
+ * in call->result, plus "created"? (the event's time, seconds) and, for an
+ * event about a subscription, "subscription": {"id", "customer", "status",
+ * "current_period_end", "cancel_at_period_end", "items": [{"id", "price",
+ * "product", "quantity"}], "metadata", "deleted"} (the core stores it; the
+ * provider's own object shape stays in the plugin). An event that names the
+ * gateway's own payment id rather
  * than the provider's reference may set "payment_id" instead of
  * "payment_ref"; it moves that payment only if the payment is this
  * provider's.

@@ -198,6 +198,67 @@ static const char *stripe_event_status(const char *type, const struct agape_host
     return NULL;
 }
 
+/* A member that is a string, or an expanded object's "id". */
+static const char *stripe_id_of(const struct agape_host *h, const struct agape_json *o,
+                                const char *key)
+{
+    const struct agape_json *v = h->json_get(o, key);
+    if (h->json_type(v) == AGAPE_JSON_STRING) {
+        return h->json_str(v, "");
+    }
+    return h->json_str(v, "id");
+}
+
+/* customer.subscription.* → the normalized "subscription" the core stores:
+ * {id, customer, status, current_period_end, cancel_at_period_end,
+ *  items: [{id, price, product, quantity}], metadata, deleted}. */
+static int stripe_subscription(const struct agape_host *h, struct agape_json *result,
+                               const char *type, const struct agape_json *obj)
+{
+    const char *id = h->json_str(obj, "id");
+    if (id == NULL || id[0] == '\0') {
+        return AGAPE_OK; /* nothing to name it by */
+    }
+    bool deleted = strcmp(type, "customer.subscription.deleted") == 0;
+    struct agape_json *sub = h->json_add_object(result, "subscription");
+    if (sub == NULL) {
+        return AGAPE_ENOMEM;
+    }
+    const char *status = h->json_str(obj, "status");
+    int rc = h->json_set_str(sub, "id", id);
+    rc = rc ? rc : h->json_set_str(sub, "customer", stripe_id_of(h, obj, "customer"));
+    rc = rc ? rc : h->json_set_str(sub, "status", status ? status : deleted ? "canceled" : NULL);
+    rc = rc ? rc : h->json_set_bool(sub, "deleted", deleted);
+    const struct agape_json *end = h->json_get(obj, "current_period_end");
+    const struct agape_json *cancel = h->json_get(obj, "cancel_at_period_end");
+    const struct agape_json *meta = h->json_get(obj, "metadata");
+    rc = rc ? rc : (cancel ? h->json_set_copy(sub, "cancel_at_period_end", cancel)
+                           : h->json_set_null(sub, "cancel_at_period_end"));
+    rc = rc ? rc : (meta ? h->json_set_copy(sub, "metadata", meta)
+                         : h->json_set_null(sub, "metadata"));
+    struct agape_json *items = rc ? NULL : h->json_add_array(sub, "items");
+    const struct agape_json *data = h->json_get(obj, "items.data");
+    for (size_t i = 0; rc == AGAPE_OK && items && i < h->json_size(data); i++) {
+        const struct agape_json *it = h->json_at(data, i);
+        struct agape_json *o = h->json_add_object(items, NULL);
+        if (o == NULL) {
+            return AGAPE_ENOMEM;
+        }
+        const struct agape_json *price = h->json_get(it, "price");
+        const struct agape_json *qty = h->json_get(it, "quantity");
+        rc = h->json_set_str(o, "id", stripe_id_of(h, it, "id"));
+        rc = rc ? rc : h->json_set_str(o, "price", stripe_id_of(h, it, "price"));
+        rc = rc ? rc : h->json_set_str(o, "product", stripe_id_of(h, price, "product"));
+        rc = rc ? rc : (qty ? h->json_set_copy(o, "quantity", qty) : h->json_set_null(o, "quantity"));
+        if (end == NULL) {
+            end = h->json_get(it, "current_period_end"); /* newer API versions: per item */
+        }
+    }
+    rc = rc ? rc : (end ? h->json_set_copy(sub, "current_period_end", end)
+                        : h->json_set_null(sub, "current_period_end"));
+    return rc;
+}
+
 enum agape_step stripe_webhook_normalize(struct agape_call *call)
 {
     const struct agape_host *h = call->host;
@@ -262,6 +323,12 @@ enum agape_step stripe_webhook_normalize(struct agape_call *call)
     const char *status = stripe_event_status(type, h, obj);
     if (rc == AGAPE_OK && status != NULL) {
         rc = h->json_set_str(call->result, "status", status);
+    }
+    if (rc == AGAPE_OK) {
+        rc = h->json_set_int(call->result, "created", h->json_int(ev, "created", 0));
+    }
+    if (rc == AGAPE_OK && obj != NULL && strncmp(type, "customer.subscription.", 22) == 0) {
+        rc = stripe_subscription(h, call->result, type, obj);
     }
     if (rc != AGAPE_OK) {
         snprintf(call->err, sizeof(call->err), "out of memory");

@@ -955,6 +955,31 @@ static void test_webhook_normalize(void **state)
     assert_null(json_object_get(c.hc.result, "status"));
     host_call_fini(&c.hc);
 
+    /* A subscription event: Stripe's object translated into the core's
+     * normalized "subscription" (expanded ids, the period on the item). */
+    const char sub_ev[] =
+        "{\"id\":\"evt_9\",\"object\":\"event\",\"type\":\"customer.subscription.updated\","
+        "\"created\":1700000123,\"data\":{\"object\":{\"id\":\"sub_1\","
+        "\"object\":\"subscription\",\"customer\":{\"id\":\"cus_1\"},\"status\":\"active\","
+        "\"cancel_at_period_end\":false,\"metadata\":{\"user_id\":\"42\"},"
+        "\"items\":{\"data\":[{\"id\":\"si_1\",\"quantity\":2,"
+        "\"current_period_end\":1900000000,"
+        "\"price\":{\"id\":\"price_1\",\"product\":\"prod_1\"}}]}}}}";
+    assert_int_equal(wh_run(&c, g.pl->desc->webhook->normalize, sub_ev, strlen(sub_ev), "x", 0),
+                     AGAPE_STEP_DONE);
+    assert_int_equal(json_integer_value(json_object_get(c.hc.result, "created")), 1700000123);
+    json_t *sub = json_object_get(c.hc.result, "subscription");
+    assert_string_equal(json_string_value(json_object_get(sub, "id")), "sub_1");
+    assert_string_equal(json_string_value(json_object_get(sub, "customer")), "cus_1");
+    assert_string_equal(json_string_value(json_object_get(sub, "status")), "active");
+    assert_false(json_is_true(json_object_get(sub, "deleted")));
+    assert_int_equal(json_integer_value(json_object_get(sub, "current_period_end")), 1900000000);
+    json_t *item = json_array_get(json_object_get(sub, "items"), 0);
+    assert_string_equal(json_string_value(json_object_get(item, "price")), "price_1");
+    assert_string_equal(json_string_value(json_object_get(item, "product")), "prod_1");
+    assert_int_equal(json_integer_value(json_object_get(item, "quantity")), 2);
+    host_call_fini(&c.hc);
+
     /* The §10.1 compact payload: no data.object, so no ref and no object. */
     size_t len;
     char *compact = harness_fixture("stripe", "webhook_compact.json", &len);
