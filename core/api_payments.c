@@ -588,6 +588,9 @@ void api_payments_create(struct httpd_req *r)
     json_t *input = payments_charge_input(rec);
     w->op = dispatch_new(r->app->client, &r->app->payment_policy, "charge", input, w->chain,
                          w->n, w->base, true, charge_dispatched, r);
+    if (w->op) {
+        dispatch_set_request_id(w->op, r->id);
+    }
     json_decref(input);
     if (w->op == NULL) {
         store_batch_free(b);
@@ -813,8 +816,12 @@ void api_payments_refund(struct httpd_req *r, const char *id)
     json_decref(in);
     httpd_suspend(r, refund_done);
     struct provider *chain[1] = {p};
-    w->op = dispatch_start(r->app->client, &r->app->payment_policy, "refund", input, chain, 1,
+    w->op = dispatch_new(r->app->client, &r->app->payment_policy, "refund", input, chain, 1,
                            base, true, dispatched, r);
+    if (w->op) {
+        dispatch_set_request_id(w->op, r->id);
+        dispatch_go(w->op);
+    }
     json_decref(input);
     if (w->op == NULL) {
         httpd_resume(r);
@@ -908,8 +915,12 @@ void api_payments_capture(struct httpd_req *r, const char *id)
                  : id);
     httpd_suspend(r, capture_done);
     struct provider *chain[1] = {p};
-    w->op = dispatch_start(r->app->client, &r->app->payment_policy, "capture", input, chain, 1,
+    w->op = dispatch_new(r->app->client, &r->app->payment_policy, "capture", input, chain, 1,
                            base, true, dispatched, r);
+    if (w->op) {
+        dispatch_set_request_id(w->op, r->id);
+        dispatch_go(w->op);
+    }
     json_decref(input);
     if (w->op == NULL) {
         httpd_resume(r);

@@ -44,6 +44,7 @@ struct dispatch_op {
     int64_t attempt_started_ms;
     bool call_live;     /* hc initialised */
     bool holds_slot;    /* counted in the provider's in-flight */
+    char request_id[48];/* the API request this op serves, for its log lines */
     bool refused_here;  /* the attempt was refused before sending (bulkhead,
                            open circuit): fail over at once, no retry */
     struct host_call hc;
@@ -310,7 +311,8 @@ static void after_attempt(struct dispatch_op *op, enum agape_outcome o)
         atomic_fetch_add(&st->short_circuits, 1);
     }
     log_event(o == AGAPE_OUTCOME_OK ? AGAPE_LOG_DEBUG : AGAPE_LOG_WARN,
-              &(struct log_fields){.provider = p->name, .operation = op->op_name,
+              &(struct log_fields){.request_id = op->request_id[0] ? op->request_id : NULL,
+                                   .provider = p->name, .operation = op->op_name,
                                    .outcome = dispatch_outcome_name(o),
                                    .status = op->last_http_status,
                                    .latency_ms = (double)latency},
@@ -521,6 +523,11 @@ struct dispatch_op *dispatch_new(struct client *cl, const struct dispatch_policy
     op->out.retry_after_ms = -1;
     client_xfer_init(&op->xfer);
     return op;
+}
+
+void dispatch_set_request_id(struct dispatch_op *op, const char *request_id)
+{
+    snprintf(op->request_id, sizeof(op->request_id), "%s", request_id ? request_id : "");
 }
 
 void dispatch_go(struct dispatch_op *op)

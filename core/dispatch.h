@@ -76,6 +76,9 @@ struct dispatch_op *dispatch_new(struct client *cl, const struct dispatch_policy
                                  size_t n, const char *idem_base, bool money,
                                  dispatch_done_fn done, void *arg);
 void dispatch_go(struct dispatch_op *op);
+/* Name the API request the op serves (X-Request-Id), so its log lines carry
+ * it. Between dispatch_new and dispatch_go. */
+void dispatch_set_request_id(struct dispatch_op *op, const char *request_id);
 const struct dispatch_outcome *dispatch_result(const struct dispatch_op *op);
 void dispatch_free(struct dispatch_op *op);
 

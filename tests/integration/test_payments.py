@@ -1,6 +1,7 @@
 """Payments end to end on the real binary: retries, fail-over, unknown
 outcomes, declines, idempotency, validation, auth, concurrency."""
 
+import json
 import os
 import socket
 import subprocess
@@ -68,8 +69,13 @@ def test_success_through_stripe():
 def test_503_then_200_retries_once_with_the_same_key():
     with Mock() as mock, gateway(mock) as gw:
         mock.faults(PI, "POST", [{"status": 503, "body": '{"error":{"type":"api_error"}}'}])
-        st, _, p = pay(gw, {"amount": 1999, "currency": "usd", "provider": "stripe"})
+        st, hd, p = pay(gw, {"amount": 1999, "currency": "usd", "provider": "stripe"})
         assert st == 201, p
+        # the failed attempt's log line names the request it served
+        lines = [json.loads(x) for x in gw.log_text().splitlines() if x.startswith("{")]
+        failed = [x for x in lines if x.get("provider") == "stripe" and
+                  x.get("outcome") == "unavailable"]
+        assert failed and failed[0].get("request_id") == hd["x-request-id"], failed
         assert [(a["provider"], a["outcome"], a["http_status"]) for a in p["attempts"]] == [
             ("stripe", "unavailable", 503), ("stripe", "ok", 200)]
         keys = [r["headers"]["idempotency-key"] for r in mock.requests(PI)]
