@@ -45,6 +45,7 @@ struct an_item {
     int delivered;        /* providers that took it */
     bool reroute;         /* nothing was sent: route again next time */
     bool rate_limited;
+    int64_t retry_after_ms; /* the longest Retry-After a provider gave, or -1 */
     char err[AGAPE_ERR_SIZE];
     struct an_item *next; /* in a list of finished items */
 };
@@ -136,8 +137,11 @@ static enum fate finalize_into(struct store_batch *b, struct an_item *it, int64_
         return FATE_DROPPED;
     }
     int64_t wait = events_backoff_ms(attempts, an.backoff_ms, an.backoff_max_ms);
-    if (it->rate_limited && wait < ANALYTICS_RATE_LIMITED_MIN_MS) {
-        wait = ANALYTICS_RATE_LIMITED_MIN_MS;
+    if (it->retry_after_ms > wait) {
+        wait = it->retry_after_ms; /* the provider said when */
+    } else if (it->rate_limited && it->retry_after_ms < 0 &&
+               wait < ANALYTICS_RATE_LIMITED_MIN_MS) {
+        wait = ANALYTICS_RATE_LIMITED_MIN_MS; /* told to slow down, but not for how long */
     }
     json_t *copy = events_retry_item(it->item, attempts, it->retry, it->reroute, it->err);
     uint8_t nk[16];
@@ -356,6 +360,10 @@ static void batch_finish(struct an_batch *bt, struct dispatch_op *op, enum agape
                 snprintf(it->err, sizeof(it->err), "%.40s: %.200s", bt->p->name,
                          err && err[0] ? err : dispatch_outcome_name(o));
                 it->rate_limited = it->rate_limited || o == AGAPE_OUTCOME_RATE_LIMITED;
+                int64_t ra = op ? dispatch_result(op)->retry_after_ms : -1;
+                if (ra > it->retry_after_ms) {
+                    it->retry_after_ms = ra;
+                }
             }
             if (--it->pending == 0) {
                 it->next = done;
@@ -538,6 +546,7 @@ static int handle(struct app *app, const uint8_t key[16], json_t *item, void *ar
         return WORKER_ITEM_BUSY;
     }
     memcpy(it->key, key, sizeof(it->key));
+    it->retry_after_ms = -1;
     it->item = json_incref(item);
     it->event = events_plugin_event(item);
     it->retry = json_array();
