@@ -68,7 +68,7 @@ static bool ga_unreserved(const char *s, size_t max)
     return true;
 }
 
-/* "G-" and 1 to 32 upper-case letters or digits (G-XXXXXXXXXX). */
+/* "G-" and 1 to 32 upper-case letters or digits (G-1AB2CD3EF4). */
 static bool ga_measurement_id_ok(const char *s)
 {
     size_t n = strlen(s);
@@ -107,7 +107,7 @@ static int ga_init(const struct agape_host *host, const struct agape_json *conf,
                  strncmp(mid, "UA-", 3) == 0
                      ? "measurement_id is a Universal Analytics id (UA-…), retired; a GA4 "
                        "measurement id starts with G- (GA_MEASUREMENT_ID)"
-                     : "measurement_id must be a GA4 measurement id such as G-XXXXXXXXXX "
+                     : "measurement_id must be a GA4 measurement id such as G-1AB2CD3EF4 "
                        "(GA_MEASUREMENT_ID)");
         goto out;
     }

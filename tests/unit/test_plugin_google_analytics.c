@@ -207,7 +207,7 @@ static void test_init_errors(void **state)
     expect_init_error(json_pack("{s:s}", "measurement_id", MID),
                       "api_secret is required (set GA_API_SECRET)");
     expect_init_error(json_pack("{s:s, s:s}", "measurement_id", "G-abc", "api_secret", SECRET),
-                      "G-XXXXXXXXXX");
+                      "G-1AB2CD3EF4");
     char err[AGAPE_ERR_SIZE];
     assert_int_equal(harness_provider_init(&g, "ga",
                                            json_pack("{s:s, s:s}", "measurement_id", MID,
