@@ -22,6 +22,7 @@
 #include "events.h"
 #include "log.h"
 #include "monitor.h"
+#include "route.h"
 #include "script_rules.h"
 #include "store_keys.h"
 #include "worker.h"
@@ -444,40 +445,18 @@ static size_t choose(struct app *app, struct an_item *it, struct provider **out,
     json_t *ret = NULL;
     bool stored = json_is_array(list);
     if (!stored) {
-        struct provider *avail[DISPATCH_MAX_CHAIN * 4];
-        size_t na = registry_by_kind(app->reg, AGAPE_KIND_ANALYTICS, avail,
-                                     DISPATCH_MAX_CHAIN * 4);
-        json_t *names = json_array();
-        for (size_t i = 0; i < na; i++) {
-            if (is_analytics(avail[i])) {
-                json_array_append_new(names, json_string(avail[i]->name));
-            }
-        }
-        if (json_array_size(names) == 0) {
-            json_decref(names);
+        bool failed = false;
+        char err[AGAPE_ERR_SIZE];
+        ret = route_names(app, AGAPE_KIND_ANALYTICS, is_analytics, "route_event", it->event,
+                          &failed, err, sizeof(err));
+        if (ret == NULL) {
             it->reroute = true;
-            snprintf(it->err, sizeof(it->err), "no usable analytics provider is configured");
-            return 0;
-        }
-        if (!script_has(app->scripts, "route_event")) {
-            ret = names;
-        } else {
-            json_t *ctx = json_pack("{s:o}", "available", names);
-            json_t *args[2] = {it->event, ctx};
-            char err[512];
-            int rc = script_callv(app->scripts, "route_event", args, 2, &ret, err, sizeof(err));
-            json_decref(ctx);
-            if (rc == AGAPE_OK && !json_is_array(ret) && !json_is_object(ret)) {
-                rc = AGAPE_ESCRIPT;
-                snprintf(err, sizeof(err), "route_event must return a list of provider names");
-            }
-            if (rc != AGAPE_OK) {
-                json_decref(ret);
-                it->reroute = true;
-                snprintf(it->err, sizeof(it->err), "route_event failed: %.200s", err);
+            snprintf(it->err, sizeof(it->err), "%s",
+                     failed ? err : "no usable analytics provider is configured");
+            if (failed) {
                 log_msg(AGAPE_LOG_ERROR, NULL, "analytics: %s; the event waits", it->err);
-                return 0;
             }
+            return 0;
         }
         list = ret;
     }

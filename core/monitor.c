@@ -20,6 +20,7 @@
 #include "events.h"
 #include "flush.h"
 #include "log.h"
+#include "route.h"
 #include "metrics.h"
 #include "script_rules.h"
 #include "store_keys.h"
@@ -424,39 +425,18 @@ static size_t error_choose(struct app *app, struct er_job *j, struct provider **
     json_t *ret = NULL;
     bool stored = json_is_array(list);
     if (!stored) {
-        struct provider *avail[ERROR_CHAIN_MAX];
-        size_t na = registry_by_kind(app->reg, AGAPE_KIND_MONITORING, avail, ERROR_CHAIN_MAX);
-        json_t *names = json_array();
-        for (size_t i = 0; i < na; i++) {
-            if (has_report_error(avail[i])) {
-                json_array_append_new(names, json_string(avail[i]->name));
-            }
-        }
-        if (json_array_size(names) == 0) {
-            json_decref(names);
+        bool failed = false;
+        char why[AGAPE_ERR_SIZE];
+        ret = route_names(app, AGAPE_KIND_MONITORING, has_report_error, "route_error", err,
+                          &failed, why, sizeof(why));
+        if (ret == NULL) {
             j->reroute = true;
-            snprintf(j->err, sizeof(j->err), "no usable monitoring provider is configured");
-            return 0;
-        }
-        if (!script_has(app->scripts, "route_error")) {
-            ret = names;
-        } else {
-            json_t *ctx = json_pack("{s:o}", "available", names);
-            json_t *args[2] = {err, ctx};
-            char why[512];
-            int rc = script_callv(app->scripts, "route_error", args, 2, &ret, why, sizeof(why));
-            json_decref(ctx);
-            if (rc == AGAPE_OK && !json_is_array(ret) && !json_is_object(ret)) {
-                rc = AGAPE_ESCRIPT;
-                snprintf(why, sizeof(why), "route_error must return a list of provider names");
-            }
-            if (rc != AGAPE_OK) {
-                json_decref(ret);
-                j->reroute = true;
-                snprintf(j->err, sizeof(j->err), "route_error failed: %.200s", why);
+            snprintf(j->err, sizeof(j->err), "%s",
+                     failed ? why : "no usable monitoring provider is configured");
+            if (failed) {
                 log_msg(AGAPE_LOG_ERROR, NULL, "monitor: %s; the error waits", j->err);
-                return 0;
             }
+            return 0;
         }
         list = ret;
     }
