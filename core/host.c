@@ -994,6 +994,24 @@ static enum agape_step step_fail(struct host_call *hc, const char *fmt, ...)
     return AGAPE_STEP_FAIL;
 }
 
+/* The plugin's reason travels to logs, stored records and API answers
+ * (attempts[].error): every configured secret is taken out of it here, once,
+ * whatever the plugin did. */
+static void redact_err(char *err, size_t cap)
+{
+    if (err[0] == '\0') {
+        return;
+    }
+    struct agape_buf b;
+    buf_init(&b, 4 * cap);
+    buf_adds(&b, err);
+    log_redact(&b);
+    if (b.error == AGAPE_OK) {
+        snprintf(err, cap, "%s", buf_cstr(&b));
+    }
+    buf_fini(&b);
+}
+
 enum agape_step host_call_step(struct host_call *hc, agape_step_fn fn)
 {
     const char *who = hc->prov && hc->prov->plugin && hc->prov->plugin->name
@@ -1016,6 +1034,7 @@ enum agape_step host_call_step(struct host_call *hc, agape_step_fn fn)
     } else {
         r = fn(&hc->pub);
         hc->pub.err[sizeof(hc->pub.err) - 1] = '\0';
+        redact_err(hc->pub.err, sizeof(hc->pub.err));
     }
 
     /* The plugin writes into state and result; it must not swap them out. */

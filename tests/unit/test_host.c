@@ -10,6 +10,7 @@
 #include "buf.h"
 #include "client.h"
 #include "host.h"
+#include "log.h"
 
 #include <stdlib.h>
 #include <string.h>
@@ -289,6 +290,13 @@ static enum agape_step step_send_nothing(struct agape_call *call)
     return AGAPE_STEP_SEND;
 }
 
+static enum agape_step step_leaks_secret(struct agape_call *call)
+{
+    snprintf(call->err, sizeof(call->err), "refused key sk_test_hostsecret42 by provider");
+    call->outcome = AGAPE_OUTCOME_AUTH;
+    return AGAPE_STEP_DONE;
+}
+
 static enum agape_step step_fail_silently(struct agape_call *call)
 {
     (void)call;
@@ -336,6 +344,13 @@ static void test_step_driver(void **state)
     assert_int_equal(host_call_step(&hc, step_send_nothing), AGAPE_STEP_FAIL);
     assert_int_equal(hc.pub.outcome, AGAPE_OUTCOME_INVALID);
     assert_string_equal(hc.pub.err, "plugin returned SEND without a request");
+    host_call_fini(&hc);
+
+    /* A configured secret never leaves a step in its reason. */
+    log_secret_add("sk_test_hostsecret42");
+    host_call_init(&hc, &prov, "charge", NULL, &x);
+    assert_int_equal(host_call_step(&hc, step_leaks_secret), AGAPE_STEP_DONE);
+    assert_string_equal(hc.pub.err, "refused key [redacted] by provider");
     host_call_fini(&hc);
 
     host_call_init(&hc, &prov, "charge", NULL, &x);

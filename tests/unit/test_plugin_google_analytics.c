@@ -47,18 +47,7 @@
 
 static struct harness g;
 
-static int load_plugin(void **state)
-{
-    (void)state;
-    return harness_load(&g, "google_analytics");
-}
-
-static int unload_plugin(void **state)
-{
-    (void)state;
-    harness_unload(&g);
-    return 0;
-}
+HARNESS_FIXTURES(g, "google_analytics")
 
 static int setup_default(void **state)
 {
@@ -82,13 +71,6 @@ static int setup_debug(void **state)
                                  err, sizeof(err)) == AGAPE_OK
                ? 0
                : -1;
-}
-
-static int teardown_provider(void **state)
-{
-    (void)state;
-    harness_provider_fini(&g);
-    return 0;
 }
 
 static enum agape_step track(struct harness_op *o, const char *input_json)

@@ -41,18 +41,7 @@
 
 static struct harness g;
 
-static int load_plugin(void **state)
-{
-    (void)state;
-    return harness_load(&g, "newrelic");
-}
-
-static int unload_plugin(void **state)
-{
-    (void)state;
-    harness_unload(&g);
-    return 0;
-}
+HARNESS_FIXTURES(g, "newrelic")
 
 static void provider_conf(json_t *conf)
 {
@@ -67,13 +56,6 @@ static int setup_default(void **state)
     (void)state;
     provider_conf(json_pack("{s:s, s:s, s:s}", "license_key", KEY, "account_id", "12345",
                             "environment", "prod"));
-    return 0;
-}
-
-static int teardown_provider(void **state)
-{
-    (void)state;
-    harness_provider_fini(&g);
     return 0;
 }
 

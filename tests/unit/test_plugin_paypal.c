@@ -38,18 +38,7 @@
 
 static struct harness g; /* the loaded plugin; a provider is made per test */
 
-static int load_plugin(void **state)
-{
-    (void)state;
-    return harness_load(&g, "paypal");
-}
-
-static int unload_plugin(void **state)
-{
-    (void)state;
-    harness_unload(&g);
-    return 0;
-}
+HARNESS_FIXTURES(g, "paypal")
 
 static int setup_default(void **state)
 {
@@ -60,13 +49,6 @@ static int setup_default(void **state)
                                  err, sizeof(err)) == AGAPE_OK
                ? 0
                : -1;
-}
-
-static int teardown_provider(void **state)
-{
-    (void)state;
-    harness_provider_fini(&g);
-    return 0;
 }
 
 /* The provider cache as the host keeps it: {"v": value, "exp": mono ms}. */

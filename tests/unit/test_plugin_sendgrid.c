@@ -49,18 +49,7 @@
 
 static struct harness g; /* the loaded plugin; a provider is made per test */
 
-static int load_plugin(void **state)
-{
-    (void)state;
-    return harness_load(&g, "sendgrid");
-}
-
-static int unload_plugin(void **state)
-{
-    (void)state;
-    harness_unload(&g);
-    return 0;
-}
+HARNESS_FIXTURES(g, "sendgrid")
 
 static int setup_default(void **state)
 {
@@ -82,13 +71,6 @@ static int setup_bare(void **state)
                                  sizeof(err)) == AGAPE_OK
                ? 0
                : -1;
-}
-
-static int teardown_provider(void **state)
-{
-    (void)state;
-    harness_provider_fini(&g);
-    return 0;
 }
 
 static void assert_body(const struct client_xfer *x, const char *expect)

@@ -45,18 +45,7 @@
 
 static struct harness g;
 
-static int load_plugin(void **state)
-{
-    (void)state;
-    return harness_load(&g, "sentry");
-}
-
-static int unload_plugin(void **state)
-{
-    (void)state;
-    harness_unload(&g);
-    return 0;
-}
+HARNESS_FIXTURES(g, "sentry")
 
 static void provider_dsn(const char *dsn)
 {
@@ -71,13 +60,6 @@ static int setup_default(void **state)
 {
     (void)state;
     provider_dsn(DSN);
-    return 0;
-}
-
-static int teardown_provider(void **state)
-{
-    (void)state;
-    harness_provider_fini(&g);
     return 0;
 }
 

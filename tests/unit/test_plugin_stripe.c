@@ -32,18 +32,7 @@
 
 static struct harness g; /* the loaded plugin; a provider is made per test */
 
-static int load_plugin(void **state)
-{
-    (void)state;
-    return harness_load(&g, "stripe");
-}
-
-static int unload_plugin(void **state)
-{
-    (void)state;
-    harness_unload(&g);
-    return 0;
-}
+HARNESS_FIXTURES(g, "stripe")
 
 /* The default provider: a test key, nothing else configured. */
 static int setup_default(void **state)
@@ -55,13 +44,6 @@ static int setup_default(void **state)
                                  err, sizeof(err)) == AGAPE_OK
                ? 0
                : -1;
-}
-
-static int teardown_provider(void **state)
-{
-    (void)state;
-    harness_provider_fini(&g);
-    return 0;
 }
 
 /* Charge with the fixture answer `file` and status; returns the op, ended

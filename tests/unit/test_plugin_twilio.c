@@ -34,18 +34,7 @@
 
 static struct harness g; /* the loaded plugin; a provider is made per test */
 
-static int load_plugin(void **state)
-{
-    (void)state;
-    return harness_load(&g, "twilio");
-}
-
-static int unload_plugin(void **state)
-{
-    (void)state;
-    harness_unload(&g);
-    return 0;
-}
+HARNESS_FIXTURES(g, "twilio")
 
 static int init_ok(json_t *conf)
 {
@@ -70,13 +59,6 @@ static int setup_vectors(void **state)
 {
     (void)state;
     return init_ok(json_pack("{s:s, s:s}", "account_sid", SID, "auth_token", "12345"));
-}
-
-static int teardown_provider(void **state)
-{
-    (void)state;
-    harness_provider_fini(&g);
-    return 0;
 }
 
 #define SEND_SMS (g.pl->desc->messaging->send_sms)

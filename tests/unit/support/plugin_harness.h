@@ -132,4 +132,27 @@ enum agape_step harness_mock_run(struct harness_mock *m, struct host_call *hc, a
 /* GET /_mock/state/<what>: the emulator's record (a new reference). */
 json_t *harness_mock_state(struct harness_mock *m, const char *what);
 
+/* The cmocka fixtures every plugin test file needs, for a file-level
+ * `static struct harness var`: load_plugin / unload_plugin (group setup and
+ * teardown: load `plugin`.so once) and teardown_provider (after each test:
+ * destroy the provider the test made). */
+#define HARNESS_FIXTURES(var, plugin)                                                     \
+    static int load_plugin(void **state)                                                  \
+    {                                                                                     \
+        (void)state;                                                                      \
+        return harness_load(&(var), (plugin));                                            \
+    }                                                                                     \
+    static int unload_plugin(void **state)                                                \
+    {                                                                                     \
+        (void)state;                                                                      \
+        harness_unload(&(var));                                                           \
+        return 0;                                                                         \
+    }                                                                                     \
+    static int teardown_provider(void **state)                                            \
+    {                                                                                     \
+        (void)state;                                                                      \
+        harness_provider_fini(&(var));                                                    \
+        return 0;                                                                         \
+    }
+
 #endif
